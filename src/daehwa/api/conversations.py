@@ -1,0 +1,171 @@
+"""Conversations, their history, and sending messages (REST + SSE)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+from daehwa.api.deps import (
+    current_user,
+    json_response,
+    optional_str,
+    parts,
+    query_int,
+    query_time,
+    read_json,
+)
+from daehwa.api.sse import EventStreamResponse
+from daehwa.errors import InvalidInput, NotFound
+from daehwa.messages import User
+
+router = APIRouter(prefix="/v1/conversations")
+Caller = Annotated[User, Depends(current_user)]
+
+
+def _page(items: list[Any], next_cursor: str | None) -> dict[str, Any]:
+    return {"items": [item.to_dict() for item in items], "next": next_cursor}
+
+
+@router.post("")
+async def create_conversation(request: Request, user: Caller) -> Response:
+    raw = await request.body()
+    body = await read_json(request) if raw.strip() else {}
+    variables = body.get("variables")
+    if variables is not None and (
+        not isinstance(variables, dict)
+        or not all(isinstance(k, str) and isinstance(v, str) for k, v in variables.items())
+    ):
+        raise InvalidInput("variables must be an object of strings", field="variables")
+    conversation = await parts(request).service.create_conversation(
+        user,
+        title=optional_str(body, "title") or "",
+        persona=optional_str(body, "persona"),
+        variables=variables,
+        model=optional_str(body, "model"),
+    )
+    return json_response(conversation.to_dict(), 201)
+
+
+@router.get("")
+async def list_conversations(request: Request, user: Caller) -> Response:
+    limit = query_int(request, "limit", default=20, low=1, high=200)
+    page = await parts(request).service.list_conversations(
+        user, limit=limit or 20, before=request.query_params.get("before") or None
+    )
+    return json_response(_page(page.items, page.next))
+
+
+@router.get("/{conversation_id}")
+async def get_conversation(conversation_id: str, request: Request, user: Caller) -> Response:
+    conversation = await parts(request).service.conversation(user, conversation_id)
+    return json_response(conversation.to_dict())
+
+
+@router.patch("/{conversation_id}")
+async def rename_conversation(conversation_id: str, request: Request, user: Caller) -> Response:
+    service = parts(request).service
+    await service.conversation(user, conversation_id)
+    body = await read_json(request)
+    title = optional_str(body, "title")
+    if title is None:
+        raise InvalidInput("title is required", field="title")
+    conversation = await service.rename(user, conversation_id, title)
+    return json_response(conversation.to_dict())
+
+
+@router.delete("/{conversation_id}", status_code=204)
+async def delete_conversation(conversation_id: str, request: Request, user: Caller) -> Response:
+    await parts(request).service.delete(user, conversation_id)
+    return Response(status_code=204)
+
+
+@router.post("/{conversation_id}/clear", status_code=204)
+async def clear_conversation(conversation_id: str, request: Request, user: Caller) -> Response:
+    await parts(request).service.clear(user, conversation_id)
+    return Response(status_code=204)
+
+
+@router.get("/{conversation_id}/messages")
+async def list_messages(conversation_id: str, request: Request, user: Caller) -> Response:
+    limit = query_int(request, "limit", default=50, low=1, high=500)
+    before = query_int(request, "before", default=None, low=1, high=2**62)
+    since = query_time(request, "since")
+    page = await parts(request).service.messages(
+        user, conversation_id, limit=limit or 50, before=before, since=since
+    )
+    return json_response(_page(page.items, page.next))
+
+
+def wants_event_stream(request: Request) -> bool:
+    return "text/event-stream" in request.headers.get("accept", "")
+
+
+@router.post("/{conversation_id}/messages")
+async def send_message(conversation_id: str, request: Request, user: Caller) -> Response:
+    service = parts(request).service
+    await service.conversation(user, conversation_id)
+    body = await read_json(request)
+    if "content" not in body:
+        raise InvalidInput("content is required", field="content")
+    request_id = optional_str(body, "request_id")
+    turn = await service.send(user, conversation_id, body["content"], request_id=request_id)
+    if wants_event_stream(request):
+        return EventStreamResponse(service.replay(turn.reply_id, after=0))
+    await service.runs.wait(turn.reply_id)
+    reply = await service.store.get_message(turn.reply_id)
+    return json_response(
+        {
+            "user_message": turn.user_message.to_dict(),
+            "assistant_message": reply.to_dict() if reply else None,
+        }
+    )
+
+
+@router.get("/{conversation_id}/messages/{message_id}/events")
+async def resume_events(
+    conversation_id: str, message_id: str, request: Request, user: Caller
+) -> Response:
+    service = parts(request).service
+    await service.message(user, conversation_id, message_id)
+    after = query_int(request, "after", default=None, low=0, high=2**31)
+    if after is None:
+        header = request.headers.get("last-event-id", "").strip()
+        if header:
+            try:
+                after = int(header)
+            except ValueError:
+                raise InvalidInput(
+                    "Last-Event-ID must be an integer", field="Last-Event-ID"
+                ) from None
+    return EventStreamResponse(service.replay(message_id, after=after or 0))
+
+
+@router.post("/{conversation_id}/messages/{message_id}/stop")
+async def stop_reply(
+    conversation_id: str, message_id: str, request: Request, user: Caller
+) -> Response:
+    message = await parts(request).service.stop(user, conversation_id, message_id)
+    if message.role.value != "assistant":
+        raise NotFound(f"reply {message_id} not found")
+    return json_response(message.to_dict())
+
+
+@router.get("/{conversation_id}/context")
+async def next_context(conversation_id: str, request: Request, user: Caller) -> Response:
+    built = await parts(request).service.next_context(user, conversation_id)
+    return json_response(
+        {
+            "messages": [
+                {"role": m.role.value, "content": m.content, "id": m.id or None}
+                for m in built.messages
+            ],
+            "tokens": {
+                "input": built.input_tokens,
+                "max_new": built.max_new_tokens,
+                "limit": built.limit,
+            },
+            "steps": built.steps,
+        }
+    )

@@ -1,0 +1,114 @@
+"""The one Server-Sent Events encoder, and a response that streams a reply's events.
+
+Event data is JSON (orjson): newlines and carriage returns inside a delta are
+escaped, so they can never end a frame early.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from daehwa.events import Envelope
+
+log = logging.getLogger(__name__)
+
+PING_INTERVAL = 15.0
+KEEPALIVE = b": ping\n\n"
+
+
+def encode_event(envelope: Envelope) -> bytes:
+    """One SSE frame: ``id``, ``event`` and one ``data`` line of JSON."""
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (
+        envelope.seq,
+        envelope.type.encode(),
+        orjson.dumps(envelope.data),
+    )
+
+
+class EventStreamResponse(Response):
+    """Streams envelopes as SSE until the terminal event or the client leaves.
+
+    Sending, keep-alive pings and watching for disconnect run as concurrent
+    tasks; the first to finish ends the others. Leaving never stops the run
+    that produces the events: it only stops this reader.
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self,
+        events: AsyncIterator[Envelope],
+        *,
+        encode: Callable[[Envelope], bytes | None] = encode_event,
+        closing: bytes = b"",
+        ping_interval: float = PING_INTERVAL,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        # Like StreamingResponse: no body, so no Content-Length header.
+        self.status_code = 200
+        self.background = None
+        self.init_headers(
+            {"cache-control": "no-cache", "x-accel-buffering": "no", **(headers or {})}
+        )
+        self.events = events
+        self.encode = encode
+        self.closing = closing
+        self.ping_interval = ping_interval
+        self._send_lock = asyncio.Lock()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        tasks = [
+            asyncio.create_task(self._stream(send)),
+            asyncio.create_task(self._ping(send)),
+            asyncio.create_task(_wait_disconnect(receive)),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            aclose = getattr(self.events, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        stream_task = tasks[0]
+        if stream_task in done and stream_task.exception() is not None:
+            log.error("event stream failed", exc_info=stream_task.exception())
+        elif stream_task in done:
+            with contextlib.suppress(OSError):
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _write(self, send: Send, body: bytes) -> None:
+        async with self._send_lock:
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+
+    async def _stream(self, send: Send) -> None:
+        async for envelope in self.events:
+            frame = self.encode(envelope)
+            if frame:
+                await self._write(send, frame)
+        if self.closing:
+            await self._write(send, self.closing)
+
+    async def _ping(self, send: Send) -> None:
+        while True:
+            await asyncio.sleep(self.ping_interval)
+            await self._write(send, KEEPALIVE)
+
+
+async def _wait_disconnect(receive: Receive) -> None:
+    while True:
+        message: dict[str, Any] = dict(await receive())
+        if message["type"] == "http.disconnect":
+            return

@@ -1,0 +1,222 @@
+"""A turn over the real HTTP API: streaming, JSON, statuses, what is stored."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from daehwa.llm.scripted import ScriptedModel
+from tests.api.conftest import ServerFactory
+from tests.api.models import FailingModel, SlowModel
+
+
+async def new_conversation(server: Any, headers: dict[str, str], **body: Any) -> str:
+    status, data = await server.call("POST", "/v1/conversations", headers, json=body)
+    assert status == 201, data
+    return str(data["id"])
+
+
+async def history(server: Any, headers: dict[str, str], cid: str) -> list[dict[str, Any]]:
+    status, data = await server.call("GET", f"/v1/conversations/{cid}/messages?limit=500", headers)
+    assert status == 200
+    return list(data["items"])
+
+
+async def test_stream_meta_steps_deltas_done_and_stored(make_server: ServerFactory) -> None:
+    server = await make_server()
+    me = await server.user("minji")
+    cid = await new_conversation(server, me, title="날씨")
+    reply = await server.stream(
+        "POST", f"/v1/conversations/{cid}/messages", me, json={"content": "서울 날씨 알려줘"}
+    )
+    assert reply.status == 200
+    kinds = [kind for kind, _, _ in reply.events]
+    assert kinds[0] == "meta"
+    assert kinds[-1] == "done"
+    assert "step" in kinds and "delta" in kinds
+    assert [int(seq) for _, _, seq in reply.events] == list(range(1, len(reply.events) + 1))
+    meta = reply.of("meta")[0]
+    assert meta["conversation_id"] == cid and meta["model"] == "scripted"
+    assert reply.text == "답: 서울 날씨 알려줘"
+    done = reply.of("done")[0]
+    assert done["status"] == "complete" and done["message_id"] == meta["message_id"]
+    stored = await history(server, me, cid)
+    assert [(m["role"], m["status"]) for m in stored] == [
+        ("user", "complete"),
+        ("assistant", "complete"),
+    ]
+    assert stored[1]["content"] == reply.text
+    assert stored[0]["id"] == meta["user_message_id"]
+
+
+async def test_json_send_returns_both_messages(make_server: ServerFactory) -> None:
+    server = await make_server()
+    me = await server.user("minji")
+    cid = await new_conversation(server, me)
+    status, data = await server.call(
+        "POST", f"/v1/conversations/{cid}/messages", me, json={"content": "안녕"}
+    )
+    assert status == 200
+    assert data["user_message"]["content"] == "안녕"
+    assert data["assistant_message"]["content"] == "답: 안녕"
+    assert data["assistant_message"]["status"] == "complete"
+
+
+async def test_follow_up_reaches_the_model_with_the_earlier_turn(
+    make_server: ServerFactory,
+) -> None:
+    server = await make_server({"echo": ScriptedModel("echo", reply="turns={turns}")})
+    me = await server.user("minji")
+    cid = await new_conversation(server, me)
+    path = f"/v1/conversations/{cid}/messages"
+    await server.call("POST", path, me, json={"content": "서울 날씨 알려줘"})
+    _, data = await server.call("POST", path, me, json={"content": "부산은?"})
+    assert data["assistant_message"]["content"] == "turns=2"
+    _, context = await server.call("GET", f"/v1/conversations/{cid}/context", me)
+    contents = [m["content"] for m in context["messages"]]
+    assert "서울 날씨 알려줘" in contents and "부산은?" in contents
+    assert context["messages"][0]["role"] == "system"
+
+
+async def test_failure_before_first_token_is_stored_failed(make_server: ServerFactory) -> None:
+    server = await make_server({"bad": FailingModel()})
+    me = await server.user("minji")
+    cid = await new_conversation(server, me)
+    reply = await server.stream(
+        "POST", f"/v1/conversations/{cid}/messages", me, json={"content": "안녕"}
+    )
+    assert [k for k, _, _ in reply.events][-1] == "error"
+    assert reply.of("error")[0]["code"] == "upstream_error"
+    stored = await history(server, me, cid)
+    assert [(m["role"], m["status"]) for m in stored] == [
+        ("user", "complete"),
+        ("assistant", "failed"),
+    ]
+
+
+async def test_failure_after_first_token_is_stored_incomplete(make_server: ServerFactory) -> None:
+    server = await make_server({"bad": FailingModel(["부분 ", "답변"])})
+    me = await server.user("minji")
+    cid = await new_conversation(server, me)
+    reply = await server.stream(
+        "POST", f"/v1/conversations/{cid}/messages", me, json={"content": "안녕"}
+    )
+    assert reply.text == "부분 답변"
+    assert reply.events[-1][0] == "error"
+    stored = await history(server, me, cid)
+    assert stored[1]["status"] == "incomplete"
+    assert stored[1]["content"] == "부분 답변"
+
+
+async def test_no_first_token_in_time_gives_the_fallback_reply(make_server: ServerFactory) -> None:
+    slow = SlowModel(["늦은 답"], first=5.0)
+    server = await make_server(
+        {"slow": slow}, resilience={"first_token_timeout": 0.2, "fallback_reply": "잠시 후 다시"}
+    )
+    me = await server.user("minji")
+    cid = await new_conversation(server, me)
+    reply = await server.stream(
+        "POST", f"/v1/conversations/{cid}/messages", me, json={"content": "안녕"}
+    )
+    assert reply.text == "잠시 후 다시"
+    assert reply.of("done")[0]["status"] == "fallback"
+    stored = await history(server, me, cid)
+    assert (stored[1]["status"], stored[1]["content"]) == ("fallback", "잠시 후 다시")
+    assert slow.finished == 0
+
+
+async def test_a_stall_after_the_first_token_ends_incomplete(make_server: ServerFactory) -> None:
+    server = await make_server(
+        {"slow": SlowModel(["시작", "끝"], gap=5.0)}, resilience={"stall_timeout": 0.2}
+    )
+    me = await server.user("minji")
+    cid = await new_conversation(server, me)
+    reply = await server.stream(
+        "POST", f"/v1/conversations/{cid}/messages", me, json={"content": "안녕"}
+    )
+    assert reply.text == "시작"
+    assert reply.of("error")[0]["code"] == "provider_timeout"
+    stored = await history(server, me, cid)
+    assert (stored[1]["status"], stored[1]["content"]) == ("incomplete", "시작")
+
+
+async def test_disconnect_is_not_a_stop_and_resume_has_no_gap(make_server: ServerFactory) -> None:
+    pieces = [f"{i} " for i in range(30)]
+    server = await make_server({"slow": SlowModel(pieces, gap=0.01)})
+    me = await server.user("minji")
+    cid = await new_conversation(server, me)
+    path = f"/v1/conversations/{cid}/messages"
+    seen: list[tuple[int, str, dict[str, Any]]] = []
+    import orjson
+
+    from daehwa.llm.sse import SSEDecoder
+
+    async with server.http.post(
+        server.url + path,
+        headers={**me, "accept": "text/event-stream"},
+        json={"content": "세어 줘"},
+    ) as response:
+        decoder = SSEDecoder()
+        async for data in response.content.iter_any():
+            for event in decoder.feed(data):
+                seen.append((int(event.id or 0), event.event, orjson.loads(event.data)))
+            if sum(1 for _, kind, _ in seen if kind == "delta") >= 3:
+                break  # drop the connection mid-reply
+    message_id = next(d for _, kind, d in seen if kind == "meta")["message_id"]
+    last = seen[-1][0]
+    resumed = await server.stream(
+        "GET", f"{path}/{message_id}/events", {**me, "last-event-id": str(last)}
+    )
+    seqs = [s for s, _, _ in seen] + [int(seq or 0) for _, _, seq in resumed.events]
+    assert seqs == list(range(1, len(seqs) + 1))
+    text = "".join(d["text"] for _, k, d in seen if k == "delta") + resumed.text
+    assert text == "".join(pieces)
+    stored = await history(server, me, cid)
+    assert (stored[1]["status"], stored[1]["content"]) == ("complete", "".join(pieces))
+
+
+async def test_stop_keeps_the_partial_reply_as_stopped(make_server: ServerFactory) -> None:
+    server = await make_server({"slow": SlowModel([f"{i} " for i in range(100)], gap=0.02)})
+    me = await server.user("minji")
+    cid = await new_conversation(server, me)
+    path = f"/v1/conversations/{cid}/messages"
+    task = asyncio.create_task(server.stream("POST", path, me, json={"content": "길게"}))
+    await asyncio.sleep(0.3)
+    stored = await history(server, me, cid)
+    reply_id = stored[1]["id"]
+    status, stopped = await server.call("POST", f"{path}/{reply_id}/stop", me)
+    assert status == 200
+    assert stopped["status"] == "stopped"
+    reply = await task
+    assert reply.of("done")[0]["status"] == "stopped"
+    stored = await history(server, me, cid)
+    assert stored[1]["status"] == "stopped"
+    assert stored[1]["content"] == reply.text and reply.text
+
+
+async def test_same_request_id_five_times_is_one_turn(make_server: ServerFactory) -> None:
+    slow = SlowModel(["하나"], first=0.05)
+    server = await make_server({"slow": slow})
+    me = await server.user("minji")
+    cid = await new_conversation(server, me)
+    path = f"/v1/conversations/{cid}/messages"
+    body = {"content": "한 번만", "request_id": "req-1"}
+    replies = await asyncio.gather(*(server.stream("POST", path, me, json=body) for _ in range(5)))
+    assert {r.of("meta")[0]["message_id"] for r in replies} == {
+        replies[0].of("meta")[0]["message_id"]
+    }
+    assert all(r.text == "하나" for r in replies)
+    stored = await history(server, me, cid)
+    assert [m["role"] for m in stored] == ["user", "assistant"]
+    assert slow.calls == 1
+
+
+async def test_history_survives_a_restart(make_server: ServerFactory, tmp_path: Any) -> None:
+    db = f"sqlite+aiosqlite:///{tmp_path / 'keep.db'}"
+    first = await make_server(store_url=db)
+    me = await first.user("minji")
+    cid = await new_conversation(first, me)
+    await first.call("POST", f"/v1/conversations/{cid}/messages", me, json={"content": "기억해"})
+    second = await make_server(store_url=db)
+    stored = await history(second, me, cid)
+    assert [m["content"] for m in stored] == ["기억해", "답: 기억해"]

@@ -1,0 +1,109 @@
+import asyncio
+
+import pytest
+
+from daehwa.chat.runs import MemoryRunLog, Run, RunRegistry
+from daehwa.errors import NotFound
+from daehwa.events import Delta, Done, Envelope
+
+
+async def collect(registry: RunRegistry, run_id: str, after: int = 0) -> list[Envelope]:
+    return [e async for e in registry.log.follow(run_id, after)]
+
+
+async def test_followers_see_every_event_once_in_order() -> None:
+    registry = RunRegistry(MemoryRunLog())
+    gate = asyncio.Event()
+
+    async def body(run: Run) -> None:
+        for i in range(5):
+            await run.emit(Delta(str(i)))
+            if i == 1:
+                await gate.wait()
+        await run.emit(Done(run.id, "complete", "stop", {}))
+
+    await registry.start("r1", "c1", body)
+    early = asyncio.create_task(collect(registry, "r1"))
+    await asyncio.sleep(0.01)
+    late = asyncio.create_task(collect(registry, "r1", after=1))
+    await asyncio.sleep(0.01)
+    gate.set()
+    first, second = await asyncio.gather(early, late)
+    assert [e.seq for e in first] == [1, 2, 3, 4, 5, 6]
+    assert [e.seq for e in second] == [2, 3, 4, 5, 6]
+    assert first[-1].terminal
+
+
+async def test_a_follower_leaving_does_not_stop_the_run() -> None:
+    registry = RunRegistry(MemoryRunLog())
+
+    async def body(run: Run) -> None:
+        for i in range(20):
+            await asyncio.sleep(0.001)
+            await run.emit(Delta(str(i)))
+        await run.emit(Done(run.id, "complete", "stop", {}))
+
+    await registry.start("r1", "c1", body)
+    stream = registry.log.follow("r1")
+    await anext(stream)
+    await stream.aclose()
+    await registry.wait("r1")
+    events = await collect(registry, "r1")
+    assert len(events) == 21
+    assert events[-1].type == "done"
+
+
+async def test_runs_of_one_conversation_run_in_order() -> None:
+    registry = RunRegistry(MemoryRunLog())
+    order: list[str] = []
+
+    def body_for(name: str, delay: float):  # type: ignore[no-untyped-def]
+        async def body(run: Run) -> None:
+            order.append(f"{name}-start")
+            await asyncio.sleep(delay)
+            order.append(f"{name}-end")
+            await run.emit(Done(run.id, "complete", "stop", {}))
+
+        return body
+
+    await registry.start("a", "c1", body_for("a", 0.03))
+    await registry.start("b", "c1", body_for("b", 0.0))
+    await registry.wait("a")
+    await registry.wait("b")
+    assert order == ["a-start", "a-end", "b-start", "b-end"]
+
+
+async def test_stop_cancels_the_run_and_sets_the_flag() -> None:
+    registry = RunRegistry(MemoryRunLog())
+    seen: list[bool] = []
+
+    async def body(run: Run) -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            seen.append(run.stop_requested)
+            await run.emit(Done(run.id, "stopped", None, {}))
+
+    await registry.start("r1", "c1", body)
+    await asyncio.sleep(0.01)
+    assert registry.stop("r1")
+    await registry.wait("r1")
+    assert seen == [True]
+    assert not registry.stop("r1")
+
+
+async def test_unknown_log_is_not_found() -> None:
+    log = MemoryRunLog()
+    with pytest.raises(NotFound):
+        await anext(log.follow("missing"))
+
+
+async def test_finished_logs_expire() -> None:
+    log = MemoryRunLog(ttl=0.0)
+    await log.open("old")
+    await log.append("old", Envelope.of(1, Done("old", "complete", "stop", {})))
+    await log.finish("old")
+    await asyncio.sleep(0.001)
+    await log.open("new")
+    assert not await log.exists("old")
+    assert await log.exists("new")

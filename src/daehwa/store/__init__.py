@@ -1,0 +1,84 @@
+"""History stores: one protocol, several backends, chosen by ``[store] url``.
+
+=============================  ==================================================
+``sqlite+aiosqlite:///PATH``   :class:`SqlStore` on an SQLite file (the default)
+``postgresql+asyncpg://...``   :class:`SqlStore` on PostgreSQL
+``redis://...``                :class:`RedisStore` (every key expires, see TTL)
+``memory://``                  :class:`MemoryStore`, gone at exit (tests, demos)
+=============================  ==================================================
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from daehwa.config import Settings
+from daehwa.errors import ConfigError
+from daehwa.store.base import HistoryStore, Page, Store, UserStore
+from daehwa.store.memory import MemoryStore
+from daehwa.store.sql import SqlStore
+
+__all__ = [
+    "HistoryStore",
+    "MemoryStore",
+    "Page",
+    "SqlStore",
+    "Store",
+    "UserStore",
+    "open_store",
+    "sql_url",
+]
+
+# Plain or sync driver names a user may write, and the async driver we use.
+_SQL_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "postgres": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+}
+
+
+async def open_store(settings: Settings) -> Store:
+    """Open the store named by ``settings.store_url``, ready to use.
+
+    SQL stores get their data directory created and their schema migrated;
+    with ``[store] cache_size`` above 0 the store is wrapped in a
+    :class:`CachedStore`. The caller closes it with ``await store.aclose()``.
+    """
+    url = settings.store_url
+    scheme = url.partition(":")[0].lower()
+    store: Store
+    if scheme == "memory":
+        store = MemoryStore()
+    elif scheme in _SQL_DRIVERS:
+        store = await SqlStore.open(sql_url(url))
+    else:
+        raise ConfigError(
+            f"store.url {_redacted(url)!r} has an unknown scheme {scheme!r}; use "
+            "sqlite+aiosqlite:///FILE, postgresql+asyncpg://USER@HOST/DB, redis://HOST or memory://"
+        )
+    return store
+
+
+def sql_url(url: str) -> str:
+    """``url`` with an async driver, its SQLite directory created if missing."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError(f"store.url {_redacted(url)!r} is not a valid database URL") from exc
+    parsed = parsed.set(drivername=_SQL_DRIVERS.get(parsed.drivername, parsed.drivername))
+    database = parsed.database
+    if parsed.get_backend_name() == "sqlite" and database and database != ":memory:":
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    return parsed.render_as_string(hide_password=False)
+
+
+def _redacted(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url.split("@")[-1]

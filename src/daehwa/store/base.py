@@ -12,7 +12,6 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from daehwa.messages import Conversation, Message, MessageStatus, ToolCall, Usage, User
 
-
 T = TypeVar("T")
 
 
@@ -99,6 +98,17 @@ class HistoryStore(Protocol):
         """
         ...
 
+    async def last_message(self, conversation_id: str) -> Message | None:
+        """The newest message of the conversation (for previews), if any."""
+        ...
+
+    async def search_messages(self, user_id: str, query: str, *, limit: int = 20) -> list[Message]:
+        """The user's own messages containing ``query``, newest first.
+
+        A substring match that ignores ASCII case (Korean has none).
+        """
+        ...
+
     async def mark_interrupted(self) -> int:
         """Turn every message left ``streaming`` into ``incomplete`` (after a crash)."""
         ...
@@ -125,7 +135,7 @@ class UserStore(Protocol):
         kind: str = "api",
         expires_at: datetime | None = None,
     ) -> None:
-        """Store a credential hash: an API key (``kind='api'``), a ``session`` or a ``login`` token."""
+        """Store a credential hash: an ``api`` key, a ``session`` or a ``login`` token."""
         ...
 
     async def user_for_key(self, key_hash: str, *, kind: str = "api") -> User | None:

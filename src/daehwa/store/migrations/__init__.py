@@ -1,0 +1,1 @@
+"""Alembic migrations of the SQL store (see daehwa.store.migrate)."""

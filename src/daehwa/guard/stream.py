@@ -1,0 +1,184 @@
+"""Masking a text that arrives in pieces: :class:`StreamFilter`.
+
+A model's reply streams in deltas, and a banned word can be split across
+two of them ("바" + "보", "시 " + "1 발"). The stream filter releases a delta's
+text only once no banned word can still begin in it, so the client never sees
+a word that the next delta would have completed, and what it releases is, in
+total, exactly ``ContentFilter.mask`` of the whole reply.
+
+What is held back, and why:
+
+* the still-open end of the text (:attr:`Normalized.stable_end`): the last
+  word while it may grow, or a spread-out run ("바 보 ") while it may go on;
+* from the first place where the text could still become a banned word: the
+  shortest suffix that is a proper beginning of some normalised word.
+
+Each position is tested once, when it becomes stable; a position that cannot
+begin a word now never can, so a stream costs a few bisections per delta.
+"""
+
+from __future__ import annotations
+
+from daehwa.guard.filter import MASK_CHAR, ContentFilter, Match
+from daehwa.guard.normalize import Normalized, is_letter, normalize
+
+__all__ = ["StreamFilter"]
+
+#: Past this many characters kept for context, cut inside a long unspaced word.
+_LONG_WINDOW = 512
+
+
+class StreamFilter:
+    """Masks banned words in streamed text, holding back only what it must.
+
+    ``feed(delta)`` returns the text that is safe to show now (masked);
+    ``flush()`` returns the rest when the stream ends. The concatenation of
+    everything returned equals ``content_filter.mask(full_text)``; store that,
+    and the stored reply is exactly what the client saw.
+
+    The one exception is ``max_hold``: a run of single spread-out letters
+    longer than that many characters ("a b c d …") is released without
+    waiting for its end, to bound latency and memory; a banned word spread
+    across that cut may then be missed.
+    """
+
+    def __init__(
+        self, content_filter: ContentFilter, *, char: str = MASK_CHAR, max_hold: int = 1024
+    ) -> None:
+        self._filter = content_filter
+        self._char = char
+        self._max_hold = max(max_hold, content_filter.max_length * 4)
+        self._window = ""  # the text from absolute offset _base on
+        self._base = 0
+        self._released = 0  # absolute: everything before has been returned
+        self._covered = 0  # absolute: end of the last decided match
+        self._checked = 0  # absolute: no later match can start before this
+        self._matches: list[Match] = []
+        self._closed = False
+
+    @property
+    def matches(self) -> list[Match]:
+        """The banned words found so far, with offsets in the whole streamed text."""
+        return list(self._matches)
+
+    @property
+    def held(self) -> int:
+        """How many characters fed so far have not been returned yet."""
+        return self._base + len(self._window) - self._released
+
+    def feed(self, delta: str) -> str:
+        """Add the next piece of text; return the masked text that can be shown now."""
+        if self._closed:
+            raise RuntimeError("StreamFilter.feed() after flush()")
+        if not delta:
+            return ""
+        if not len(self._filter):
+            self._released += len(delta)
+            self._base = self._released
+            return delta
+        self._window += delta
+        return self._advance(final=False)
+
+    def flush(self) -> str:
+        """End the stream; return the rest of the text, masked."""
+        if self._closed:
+            return ""
+        self._closed = True
+        if not self._window:
+            return ""
+        return self._advance(final=True)
+
+    def _advance(self, *, final: bool) -> str:
+        window, base = self._window, self._base
+        norm = normalize(window, open_end=not final)
+        scan_from = max(self._released, self._covered) - base
+        first = norm.index_at(scan_from)
+        found = self._filter.find_normalized(norm, first)
+        forced = False
+        if final:
+            release = len(window)
+        else:
+            release = min(norm.stable_end, self._hold_from(norm, first, scan_from))
+            release = max(release, self._released - base)
+            if len(window) - release > self._max_hold:
+                release, forced = len(window) - self._max_hold, True
+        text = self._emit(window, base, release, found)
+        self._released = base + release
+        if not final:
+            cut = release if forced else self._cut(norm, window, release)
+            self._window = window[cut:]
+            self._base = base + cut
+        else:
+            self._window, self._base = "", base + len(window)
+        return text
+
+    def _hold_from(self, norm: Normalized, first: int, scan_from: int) -> int:
+        """The original offset from which a banned word could still begin (or the end)."""
+        stable = norm.index_at(norm.stable_end)
+        q = max(first, norm.index_at(self._checked - self._base), stable - self._filter.max_length)
+        text = norm.text
+        can_grow = self._filter.can_grow
+        while q < stable and not can_grow(text[q:stable]):
+            q += 1
+        if q < stable:
+            hold = norm.span(q, q + 1)[0]
+            self._checked = self._base + max(hold, scan_from)
+            return hold
+        self._checked = self._base + norm.stable_end
+        return len(self._window)
+
+    def _emit(self, window: str, base: int, release: int, found: list[Match]) -> str:
+        """The masked text of ``window[released:release]``; records the decided matches."""
+        char = self._char
+        position = self._released - base
+        parts: list[str] = []
+        covered = self._covered - base
+        if covered > position:  # the rest of a match decided before
+            end = min(covered, release)
+            parts.append(char * (end - position))
+            position = end
+        for match in found:
+            if match.start >= release:
+                break
+            parts.append(window[position : match.start])
+            end = min(match.end, release)
+            parts.append(char * (end - match.start))
+            position = end
+            self._covered = base + match.end
+            self._matches.append(Match(base + match.start, base + match.end, match.word))
+        if position < release:
+            parts.append(window[position:release])
+        return "".join(parts)
+
+    def _cut(self, norm: Normalized, window: str, release: int) -> int:
+        """Where the kept window may start: a word start at or before ``release``.
+
+        Normalising from a word start gives the same result as normalising
+        from the beginning (a word is never joined with one before it that is
+        not in the window), so the window stays small.
+        """
+        text = norm.text
+        j = norm.index_at(release)
+        if not (j < len(text) and is_letter(text[j]) and (j == 0 or not is_letter(text[j - 1]))):
+            while j > 0 and not is_letter(text[j - 1]):
+                j -= 1
+            while j > 0 and is_letter(text[j - 1]):
+                j -= 1
+        cut = norm.span(j, j + 1)[0] if j < len(text) else release
+        cut = min(cut, release)
+        if (
+            len(window) - cut > _LONG_WINDOW
+            and release >= 2
+            and _plain(window[release - 2 : release])
+        ):
+            # Inside a long word of plain letters: two of them keep the context exact.
+            cut = release - 2
+        return cut
+
+
+def _plain(chars: str) -> bool:
+    """Letters that normalise to themselves and never join or compose."""
+    return all(
+        (c.isascii() and c.isalpha()) or ("\uac00" <= c <= "\ud7a3") or ("\u4e00" <= c <= "\u9fff")
+        for c in chars
+    )

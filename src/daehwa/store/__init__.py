@@ -18,13 +18,17 @@ from sqlalchemy.exc import ArgumentError
 from daehwa.config import Settings
 from daehwa.errors import ConfigError
 from daehwa.store.base import HistoryStore, Page, Store, UserStore
+from daehwa.store.cached import CachedStore
 from daehwa.store.memory import MemoryStore
+from daehwa.store.redis import RedisStore
 from daehwa.store.sql import SqlStore
 
 __all__ = [
+    "CachedStore",
     "HistoryStore",
     "MemoryStore",
     "Page",
+    "RedisStore",
     "SqlStore",
     "Store",
     "UserStore",
@@ -54,6 +58,10 @@ async def open_store(settings: Settings) -> Store:
     store: Store
     if scheme == "memory":
         store = MemoryStore()
+    elif scheme in ("redis", "rediss", "unix"):
+        store = await RedisStore.open(
+            url, prefix=settings.store.key_prefix, ttl_days=settings.store.ttl_days
+        )
     elif scheme in _SQL_DRIVERS:
         store = await SqlStore.open(sql_url(url))
     else:
@@ -61,6 +69,8 @@ async def open_store(settings: Settings) -> Store:
             f"store.url {_redacted(url)!r} has an unknown scheme {scheme!r}; use "
             "sqlite+aiosqlite:///FILE, postgresql+asyncpg://USER@HOST/DB, redis://HOST or memory://"
         )
+    if settings.store.cache_size > 0:
+        store = CachedStore(store, settings.store.cache_size)
     return store
 
 

@@ -1,0 +1,489 @@
+"""``RedisStore``: history and users in Redis, every key with a TTL.
+
+Layout under the prefix ``P`` (``[store] key_prefix``)::
+
+    P:conv:{id}           hash   a conversation (JSON-encoded field values)
+    P:conv:{id}:seq       zset   message ids by seq
+    P:conv:{id}:time      zset   message ids by created_at (microseconds)
+    P:conv:{id}:req       hash   request id -> message id
+    P:msg:{id}            hash   a message (JSON-encoded field values)
+    P:user:{id}           hash   a user
+    P:user:{id}:convs     zset   the user's conversation ids by updated_at
+    P:user:{id}:keys      set    the user's credential hashes
+    P:username:{name}     string the user id
+    P:key:{hash}          hash   a credential
+    P:users               set    every user id
+    P:streaming           set    ids of messages still streaming
+
+No key lives forever: see :mod:`daehwa.store.redis_scripts` for how TTLs are
+kept (``[store] ttl_days``, 30 by default, refreshed by every read and write).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, cast
+
+import orjson
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
+
+from daehwa.errors import Conflict, NotFound, StoreError
+from daehwa.messages import (
+    Conversation,
+    Message,
+    MessageStatus,
+    Role,
+    ToolCall,
+    Usage,
+    User,
+    new_id,
+    utcnow,
+)
+from daehwa.store import redis_scripts as lua
+from daehwa.store.base import Page
+from daehwa.store.paging import (
+    as_utc,
+    check_fields,
+    check_kind,
+    check_limit,
+    check_query,
+    decode_cursor,
+    encode_cursor,
+    from_micros,
+    to_micros,
+)
+
+log = logging.getLogger(__name__)
+
+_DAY_MS = 86_400_000
+# Conversations searched per script call; keeps each call short for Redis.
+_SEARCH_BATCH = 20
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+class RedisStore:
+    """A :class:`~daehwa.store.base.Store` in Redis (a single server, not Cluster).
+
+    ``ttl_days`` is how long a conversation or user lives after its last use;
+    the deadline is refreshed at most once per ``ttl_days / 30``, so the
+    actual life is between ``ttl_days`` and ``ttl_days * 31 / 30``.
+    """
+
+    def __init__(
+        self, client: aioredis.Redis, *, prefix: str = "daehwa", ttl_days: float = 30.0
+    ) -> None:
+        if ttl_days <= 0:
+            raise ValueError("ttl_days must be positive")
+        self.client = client
+        self.prefix = prefix
+        self.ttl_ms = max(1000, int(ttl_days * _DAY_MS))
+        self.slack_ms = self.ttl_ms // 30
+        self._scripts: dict[str, AsyncScript] = {}
+
+    @classmethod
+    async def open(cls, url: str, *, prefix: str = "daehwa", ttl_days: float = 30.0) -> RedisStore:
+        """A store on the Redis server at ``url``, checked with a PING."""
+        client = aioredis.Redis.from_url(url, decode_responses=True)
+        try:
+            await client.ping()
+        except (RedisError, OSError) as exc:
+            await client.aclose()
+            raise StoreError(f"cannot reach Redis for store.url: {exc}") from exc
+        return cls(client, prefix=prefix, ttl_days=ttl_days)
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self.client.aclose()
+
+    # -- conversations ---------------------------------------------------------
+
+    async def create_conversation(self, conversation: Conversation) -> Conversation:
+        """Store a new conversation; its times are set to now."""
+        now = utcnow()
+        cid = conversation.id or new_id()
+        created = await self._run(
+            lua.CREATE_CONVERSATION,
+            cid,
+            conversation.user_id,
+            to_micros(now),
+            *_pairs(
+                {
+                    "title": conversation.title or "",
+                    "persona": conversation.persona,
+                    "variables": dict(conversation.variables or {}),
+                    "model": conversation.model,
+                    "summary": conversation.summary or "",
+                    "summary_seq": conversation.summary_seq,
+                }
+            ),
+        )
+        if not created:
+            raise Conflict(f"conversation {cid} already exists")
+        stored = Conversation(
+            id=cid,
+            user_id=conversation.user_id,
+            title=conversation.title or "",
+            persona=conversation.persona,
+            variables=dict(conversation.variables or {}),
+            model=conversation.model,
+            summary=conversation.summary or "",
+            summary_seq=conversation.summary_seq,
+        )
+        stored.created_at = stored.updated_at = from_micros(to_micros(now))
+        return stored
+
+    async def get_conversation(self, conversation_id: str) -> Conversation | None:
+        """The conversation, or ``None``."""
+        found = await self._run(lua.GET_CONVERSATION, conversation_id)
+        return _conversation(found) if found else None
+
+    async def list_conversations(
+        self, user_id: str, *, limit: int = 20, before: str | None = None
+    ) -> Page[Conversation]:
+        """The user's conversations, most recently updated first."""
+        check_limit(limit)
+        top, after = "+inf", ""
+        if before:
+            micros, after = decode_cursor(before)
+            top = str(micros)
+        rows = await self._run(lua.LIST_CONVERSATIONS, user_id, top, after, limit)
+        found = [_conversation(row) for row in rows]
+        items = found[:limit]
+        more = len(found) > limit
+        return Page(items, encode_cursor(items[-1].updated_at, items[-1].id) if more else None)
+
+    async def update_conversation(self, conversation_id: str, **fields: Any) -> Conversation:
+        """Change the given fields; ``updated_at`` moves forward."""
+        fields = check_fields(fields)
+        found = await self._run(
+            lua.UPDATE_CONVERSATION, conversation_id, to_micros(utcnow()), *_pairs(fields)
+        )
+        if not found:
+            raise NotFound(f"conversation {conversation_id} not found")
+        return _conversation(found)
+
+    async def delete_conversation(self, conversation_id: str) -> None:
+        """Remove the conversation and its messages (nothing happens if it is missing)."""
+        await self._run(lua.DELETE_CONVERSATION, conversation_id)
+
+    async def clear_conversation(self, conversation_id: str) -> None:
+        """Remove every message and the summary; ``seq`` keeps counting up."""
+        await self._run(lua.CLEAR_CONVERSATION, conversation_id)
+
+    # -- messages --------------------------------------------------------------
+
+    async def append_message(self, message: Message) -> Message:
+        """Store a new message with the next ``seq``."""
+        mid = message.id or new_id()
+        status = MessageStatus(message.status)
+        fields = _message_fields(message)
+        result = await self._run(
+            lua.APPEND_MESSAGE,
+            message.conversation_id,
+            mid,
+            to_micros(utcnow()),
+            message.request_id or "",
+            status.value,
+            *_flatten({**fields, "id": mid}),
+        )
+        if result[0] == 0:
+            raise NotFound(f"conversation {message.conversation_id} not found")
+        if result[0] == -1:
+            raise Conflict(f"message {mid} already exists")
+        stored = _message(
+            {
+                **fields,
+                "id": mid,
+                "conversation_id": message.conversation_id,
+                "status": status.value,
+                "seq": str(result[1]),
+                "created_us": str(result[2]),
+            }
+        )
+        return stored
+
+    async def update_message(
+        self,
+        message_id: str,
+        *,
+        content: str | None = None,
+        status: MessageStatus | None = None,
+        usage: Usage | None = None,
+        tool_calls: Sequence[ToolCall] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Message:
+        """Change the given fields of a stored message."""
+        fields: dict[str, str] = {}
+        if content is not None:
+            fields["content"] = content
+        if status is not None:
+            fields["status"] = MessageStatus(status).value
+        if usage is not None:
+            fields["usage"] = _json(usage.to_dict())
+        if tool_calls is not None:
+            fields["tool_calls"] = _json([t.to_dict() for t in tool_calls])
+        if metadata is not None:
+            fields["metadata"] = _json(metadata)
+        found = await self._run(lua.UPDATE_MESSAGE, message_id, *_flatten(fields))
+        if not found:
+            raise NotFound(f"message {message_id} not found")
+        return _message(_mapping(found))
+
+    async def get_message(self, message_id: str) -> Message | None:
+        """The message, or ``None``."""
+        found = await self._run(lua.GET_MESSAGE, message_id)
+        return _message(_mapping(found)) if found else None
+
+    async def find_by_request_id(self, conversation_id: str, request_id: str) -> Message | None:
+        """The first message of the conversation sent with ``request_id``."""
+        found = await self._run(lua.FIND_BY_REQUEST_ID, conversation_id, request_id)
+        return _message(_mapping(found)) if found else None
+
+    async def list_messages(
+        self,
+        conversation_id: str,
+        *,
+        limit: int = 50,
+        before: int | None = None,
+        since: datetime | None = None,
+    ) -> Page[Message]:
+        """A page of messages, oldest to newest inside the page."""
+        check_limit(limit)
+        bound = "+inf" if before is None else f"({before}"
+        if since is None:
+            rows = await self._run(lua.LIST_MESSAGES, conversation_id, "before", bound, 0, limit)
+            found = [_message(_mapping(r)) for r in rows]
+            more = len(found) > limit
+            items = list(reversed(found[:limit]))
+            return Page(items, str(items[0].seq) if more else None)
+        rows = await self._run(
+            lua.LIST_MESSAGES, conversation_id, "since", bound, to_micros(as_utc(since)), limit
+        )
+        found = [_message(_mapping(r)) for r in rows]
+        if before is not None:
+            found = [m for m in found if m.seq < before]
+        more = len(found) > limit
+        return Page(found[:limit], found[limit].created_at.isoformat() if more else None)
+
+    async def last_message(self, conversation_id: str) -> Message | None:
+        """The newest message of the conversation, if any."""
+        found = await self._run(lua.LAST_MESSAGE, conversation_id)
+        return _message(_mapping(found)) if found else None
+
+    async def search_messages(self, user_id: str, query: str, *, limit: int = 20) -> list[Message]:
+        """The user's messages containing ``query`` (ASCII case ignored), newest first.
+
+        Conversations are read newest first; the search stops once the next
+        conversation was last updated before the oldest match it would have
+        to beat, so a recent hit does not scan all history.
+        """
+        check_limit(limit)
+        needle = check_query(query).encode().lower().decode()
+        index = f"{self.prefix}:user:{user_id}:convs"
+        found: list[Message] = []
+        offset = 0
+        try:
+            while True:
+                batch = cast(
+                    list[tuple[str, float]],
+                    await self.client.zrevrange(
+                        index, offset, offset + _SEARCH_BATCH - 1, withscores=True
+                    ),
+                )
+                if not batch:
+                    break
+                offset += len(batch)
+                if len(found) >= limit and batch[0][1] < to_micros(found[limit - 1].created_at):
+                    break
+                rows = await self._run(lua.SEARCH_MESSAGES, needle, limit, *(c for c, _ in batch))
+                found.extend(_message(_mapping(r)) for r in rows)
+                found.sort(key=lambda m: (m.created_at, m.seq, m.id), reverse=True)
+        except RedisError as exc:
+            raise StoreError("the history store is unavailable") from exc
+        return found[:limit]
+
+    async def mark_interrupted(self) -> int:
+        """Turn every ``streaming`` message into ``incomplete``."""
+        return int(await self._run(lua.MARK_INTERRUPTED))
+
+    # -- users -----------------------------------------------------------------
+
+    async def create_user(self, user: User) -> User:
+        """Store a new user; ids and names are unique."""
+        uid = user.id or new_id()
+        created_at = as_utc(user.created_at)
+        stored = await self._run(
+            lua.CREATE_USER,
+            uid,
+            user.name,
+            "id",
+            uid,
+            "is_admin",
+            "1" if user.is_admin else "0",
+            "password_hash",
+            _json(user.password_hash),
+            "created_us",
+            to_micros(created_at),
+        )
+        if not stored:
+            raise Conflict(f"user {user.name!r} already exists")
+        return User(uid, user.name, user.is_admin, user.password_hash, created_at)
+
+    async def get_user(self, user_id: str) -> User | None:
+        """The user, or ``None``."""
+        found = await self._run(lua.GET_USER, "id", user_id)
+        return _user(found) if found else None
+
+    async def get_user_by_name(self, name: str) -> User | None:
+        """The user called ``name``, or ``None``."""
+        found = await self._run(lua.GET_USER, "name", name)
+        return _user(found) if found else None
+
+    async def list_users(self) -> list[User]:
+        """Every user, oldest first."""
+        users = [_user(row) for row in await self._run(lua.LIST_USERS)]
+        return sorted(users, key=lambda u: (u.created_at, u.name))
+
+    async def add_key(
+        self,
+        user_id: str,
+        key_hash: str,
+        *,
+        kind: str = "api",
+        expires_at: datetime | None = None,
+    ) -> None:
+        """Store a credential hash for an existing user."""
+        check_kind(kind)
+        now = utcnow()
+        life = self.ttl_ms + self.slack_ms
+        expires = ""
+        if expires_at is not None:
+            expires = str(to_micros(as_utc(expires_at)))
+            # A credential goes when it expires, if that comes first.
+            life = max(1, min(life, (to_micros(as_utc(expires_at)) - to_micros(now)) // 1000))
+        result = await self._run(
+            lua.ADD_KEY,
+            user_id,
+            key_hash,
+            life,
+            "kind",
+            kind,
+            "created_us",
+            to_micros(now),
+            "expires_us",
+            expires,
+            "revoked",
+            "0",
+        )
+        if result == -1:
+            raise NotFound(f"user {user_id} not found")
+        if result == 0:
+            raise Conflict("this credential already exists")
+
+    async def user_for_key(self, key_hash: str, *, kind: str = "api") -> User | None:
+        """The owner of a live credential of this kind, or ``None``."""
+        found = await self._run(lua.USER_FOR_KEY, key_hash, kind, to_micros(utcnow()))
+        return _user(found) if found else None
+
+    async def revoke_key(self, key_hash: str) -> None:
+        """Make a credential unusable (nothing happens if it is unknown)."""
+        await self._run(lua.REVOKE_KEY, key_hash)
+
+    async def delete_user(self, user_id: str) -> None:
+        """Remove the user with their credentials, conversations and messages."""
+        await self._run(lua.DELETE_USER, user_id)
+
+    # -- inside ----------------------------------------------------------------
+
+    async def _run(self, body: str, *args: str | int) -> Any:
+        """Run one script (prelude + ``body``) with the TTL and prefix arguments first."""
+        script = self._scripts.get(body)
+        if script is None:
+            script = self._scripts[body] = self.client.register_script(lua.PRELUDE + body)
+        try:
+            return await script(args=[self.ttl_ms, self.slack_ms, self.prefix, *args])
+        except (RedisError, OSError) as exc:
+            log.warning("redis store call failed: %s", exc)
+            raise StoreError("the history store is unavailable") from exc
+
+
+def _pairs(values: dict[str, Any]) -> list[str]:
+    """Field/value pairs with JSON-encoded values."""
+    return [item for name, value in values.items() for item in (name, _json(value))]
+
+
+def _flatten(fields: dict[str, str]) -> list[str]:
+    return [item for pair in fields.items() for item in pair]
+
+
+def _mapping(flat: list[str]) -> dict[str, str]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _conversation(flat: list[str]) -> Conversation:
+    data = _mapping(flat)
+    return Conversation(
+        id=data["id"],
+        user_id=data["user_id"],
+        title=orjson.loads(data["title"]),
+        persona=orjson.loads(data["persona"]),
+        variables=orjson.loads(data["variables"]),
+        model=orjson.loads(data["model"]),
+        summary=orjson.loads(data["summary"]),
+        summary_seq=int(orjson.loads(data["summary_seq"])),
+        created_at=from_micros(int(data["created_us"])),
+        updated_at=from_micros(int(data["updated_us"])),
+    )
+
+
+def _message_fields(message: Message) -> dict[str, str]:
+    """The stored fields of a new message, except its ids, seq, status and time."""
+    return {
+        "role": Role(message.role).value,
+        "content": message.content,
+        "usage": _json(message.usage.to_dict() if message.usage else None),
+        "tool_calls": _json(
+            [c.to_dict() for c in message.tool_calls] if message.tool_calls is not None else None
+        ),
+        "tool_call_id": _json(message.tool_call_id),
+        "request_id": _json(message.request_id),
+        "model": _json(message.model),
+        "metadata": _json(message.metadata or {}),
+    }
+
+
+def _message(data: dict[str, str]) -> Message:
+    tool_calls = orjson.loads(data["tool_calls"])
+    return Message(
+        role=Role(data["role"]),
+        content=data["content"],
+        id=data["id"],
+        conversation_id=data["conversation_id"],
+        status=MessageStatus(data["status"]),
+        seq=int(data["seq"]),
+        created_at=from_micros(int(data["created_us"])),
+        usage=Usage.from_dict(orjson.loads(data["usage"])),
+        tool_calls=[ToolCall.from_dict(c) for c in tool_calls] if tool_calls is not None else None,
+        tool_call_id=orjson.loads(data["tool_call_id"]),
+        request_id=orjson.loads(data["request_id"]),
+        model=orjson.loads(data["model"]),
+        metadata=orjson.loads(data["metadata"]),
+    )
+
+
+def _user(flat: list[str]) -> User:
+    data = _mapping(flat)
+    return User(
+        id=data["id"],
+        name=data["name"],
+        is_admin=data["is_admin"] == "1",
+        password_hash=orjson.loads(data["password_hash"]),
+        created_at=from_micros(int(data["created_us"])),
+    )

@@ -1,0 +1,403 @@
+"""The Lua scripts of :class:`~daehwa.store.redis.RedisStore`.
+
+Each store operation is one script, so it is atomic (``seq`` needs no lock)
+and costs one round trip. Every script starts with the same prelude:
+``ARGV[1]`` is the TTL in ms, ``ARGV[2]`` the slack in ms, ``ARGV[3]`` the key
+prefix; the operation's own arguments follow.
+
+Keys are built inside the scripts, so the store needs a single Redis (or a
+primary with replicas), not Redis Cluster.
+
+Expiry: all keys of one conversation (its hash, its two indexes, its request
+ids and every message) share one deadline. Any use of the conversation whose
+remaining TTL is below ``ttl`` pushes the whole group to ``ttl + slack``; in
+between, new keys join with the group's remaining TTL. A conversation thus
+lives between ``ttl`` and ``ttl + slack`` after its last use, and the cost
+of moving every message's deadline is paid at most once per ``slack``.
+Users with their name, key set and conversation index form a second group.
+"""
+
+from __future__ import annotations
+
+PRELUDE = r"""
+local TTL = tonumber(ARGV[1])
+local SLACK = tonumber(ARGV[2])
+local P = ARGV[3]
+
+local function conv_key(cid) return P .. ':conv:' .. cid end
+local function msg_key(mid) return P .. ':msg:' .. mid end
+local function user_key(uid) return P .. ':user:' .. uid end
+
+-- Give ``key`` at least ``ms`` to live; never shortens, fixes a missing TTL.
+local function extend(key, ms)
+  local t = redis.call('PTTL', key)
+  if t == -1 or (t >= 0 and t < ms) then redis.call('PEXPIRE', key, ms) end
+end
+
+-- Refresh a conversation group when due. Returns its remaining ms, 0 if gone.
+local function touch(cid)
+  local head = conv_key(cid)
+  local t = redis.call('PTTL', head)
+  if t == -2 then return 0 end
+  if t >= TTL then return t end
+  local ms = TTL + SLACK
+  redis.call('PEXPIRE', head, ms)
+  redis.call('PEXPIRE', head .. ':seq', ms)
+  redis.call('PEXPIRE', head .. ':time', ms)
+  redis.call('PEXPIRE', head .. ':req', ms)
+  for _, mid in ipairs(redis.call('ZRANGE', head .. ':seq', 0, -1)) do
+    redis.call('PEXPIRE', msg_key(mid), ms)
+  end
+  extend(user_key(redis.call('HGET', head, 'user_id')) .. ':convs', ms)
+  return ms
+end
+
+-- Refresh a user group when due. Returns its remaining ms, 0 if gone.
+local function touch_user(uid)
+  local head = user_key(uid)
+  local t = redis.call('PTTL', head)
+  if t == -2 then return 0 end
+  if t >= TTL then return t end
+  local ms = TTL + SLACK
+  redis.call('PEXPIRE', head, ms)
+  redis.call('PEXPIRE', P .. ':username:' .. redis.call('HGET', head, 'name'), ms)
+  extend(head .. ':convs', ms)
+  extend(head .. ':keys', ms)
+  extend(P .. ':users', ms)
+  return ms
+end
+
+local function drop_conversation(cid)
+  local head = conv_key(cid)
+  local uid = redis.call('HGET', head, 'user_id')
+  for _, mid in ipairs(redis.call('ZRANGE', head .. ':seq', 0, -1)) do
+    redis.call('DEL', msg_key(mid))
+    redis.call('SREM', P .. ':streaming', mid)
+  end
+  redis.call('DEL', head .. ':seq', head .. ':time', head .. ':req')
+  if uid then
+    redis.call('DEL', head)
+    redis.call('ZREM', user_key(uid) .. ':convs', cid)
+  end
+end
+
+local function bump(head, now)
+  local previous = tonumber(redis.call('HGET', head, 'updated_us'))
+  if now <= previous then now = previous + 1 end
+  local text = string.format('%d', now)
+  redis.call('HSET', head, 'updated_us', text)
+  return text
+end
+"""
+
+# ARGV[4..]: cid, uid, created_us, then field/value pairs.
+CREATE_CONVERSATION = r"""
+local cid, uid = ARGV[4], ARGV[5]
+local head = conv_key(cid)
+if redis.call('EXISTS', head) == 1 then return 0 end
+redis.call('HSET', head, 'id', cid, 'user_id', uid, 'last_seq', 0)
+redis.call('HSET', head, 'created_us', ARGV[6], 'updated_us', ARGV[6])
+for i = 7, #ARGV, 2 do redis.call('HSET', head, ARGV[i], ARGV[i + 1]) end
+redis.call('PEXPIRE', head, TTL + SLACK)
+local index = user_key(uid) .. ':convs'
+redis.call('ZADD', index, ARGV[6], cid)
+extend(index, TTL + SLACK)
+return 1
+"""
+
+# ARGV[4]: cid.
+GET_CONVERSATION = r"""
+if touch(ARGV[4]) == 0 then return false end
+return redis.call('HGETALL', conv_key(ARGV[4]))
+"""
+
+# ARGV[4..]: cid, now_us, then field/value pairs.
+UPDATE_CONVERSATION = r"""
+local cid = ARGV[4]
+if touch(cid) == 0 then return false end
+local head = conv_key(cid)
+for i = 6, #ARGV, 2 do redis.call('HSET', head, ARGV[i], ARGV[i + 1]) end
+local updated = bump(head, tonumber(ARGV[5]))
+redis.call('ZADD', user_key(redis.call('HGET', head, 'user_id')) .. ':convs', updated, cid)
+return redis.call('HGETALL', head)
+"""
+
+# ARGV[4..]: uid, max score ('+inf' or a number), cursor id ('' for none), limit.
+# Newest first; ties on updated_us come in descending id order, as in SQL.
+LIST_CONVERSATIONS = r"""
+local index = user_key(ARGV[4]) .. ':convs'
+local top, after, limit = ARGV[5], ARGV[6], tonumber(ARGV[7])
+local found, offset = {}, 0
+while #found <= limit do
+  local batch = redis.call(
+    'ZREVRANGEBYSCORE', index, top, '-inf', 'WITHSCORES', 'LIMIT', offset, 100)
+  if #batch == 0 then break end
+  offset = offset + #batch / 2
+  for i = 1, #batch, 2 do
+    local cid, score = batch[i], batch[i + 1]
+    local tie = after ~= '' and tonumber(score) == tonumber(top) and cid >= after
+    if not tie and #found <= limit then
+      if touch(cid) == 0 then
+        redis.call('ZREM', index, cid)
+        offset = offset - 1
+      else
+        found[#found + 1] = redis.call('HGETALL', conv_key(cid))
+      end
+    end
+  end
+end
+return found
+"""
+
+# ARGV[4]: cid.
+DELETE_CONVERSATION = r"""
+drop_conversation(ARGV[4])
+return 1
+"""
+
+# ARGV[4]: cid. Messages go; seq keeps counting.
+CLEAR_CONVERSATION = r"""
+local cid = ARGV[4]
+if touch(cid) == 0 then return 0 end
+local head = conv_key(cid)
+for _, mid in ipairs(redis.call('ZRANGE', head .. ':seq', 0, -1)) do
+  redis.call('DEL', msg_key(mid))
+  redis.call('SREM', P .. ':streaming', mid)
+end
+redis.call('DEL', head .. ':seq', head .. ':time', head .. ':req')
+redis.call('HSET', head, 'summary', '""', 'summary_seq', '0')
+return 1
+"""
+
+# ARGV[4..]: cid, mid, now_us, request id ('' for none), status, then field/value pairs.
+# Returns {1, seq, created_us}, {0} when the conversation is missing, {-1} when
+# the message id is taken.
+APPEND_MESSAGE = r"""
+local cid, mid, request, status = ARGV[4], ARGV[5], ARGV[7], ARGV[8]
+local t = touch(cid)
+if t == 0 then return {0} end
+local message = msg_key(mid)
+if redis.call('EXISTS', message) == 1 then return {-1} end
+local head = conv_key(cid)
+local seq = redis.call('HINCRBY', head, 'last_seq', 1)
+local created = bump(head, tonumber(ARGV[6]))
+redis.call('HSET', message, 'conversation_id', cid, 'seq', seq)
+redis.call('HSET', message, 'created_us', created, 'status', status)
+for i = 9, #ARGV, 2 do redis.call('HSET', message, ARGV[i], ARGV[i + 1]) end
+redis.call('PEXPIRE', message, t)
+redis.call('ZADD', head .. ':seq', seq, mid)
+redis.call('PEXPIRE', head .. ':seq', t)
+redis.call('ZADD', head .. ':time', created, mid)
+redis.call('PEXPIRE', head .. ':time', t)
+if request ~= '' then
+  redis.call('HSETNX', head .. ':req', request, mid)
+  redis.call('PEXPIRE', head .. ':req', t)
+end
+if status == 'streaming' then
+  redis.call('SADD', P .. ':streaming', mid)
+  extend(P .. ':streaming', TTL + SLACK)
+end
+local index = user_key(redis.call('HGET', head, 'user_id')) .. ':convs'
+redis.call('ZADD', index, created, cid)
+extend(index, t)
+return {1, seq, created}
+"""
+
+# ARGV[4..]: mid, then field/value pairs.
+UPDATE_MESSAGE = r"""
+local mid = ARGV[4]
+local message = msg_key(mid)
+local cid = redis.call('HGET', message, 'conversation_id')
+if not cid then return false end
+touch(cid)
+for i = 5, #ARGV, 2 do
+  redis.call('HSET', message, ARGV[i], ARGV[i + 1])
+  if ARGV[i] == 'status' then
+    if ARGV[i + 1] == 'streaming' then
+      redis.call('SADD', P .. ':streaming', mid)
+      extend(P .. ':streaming', TTL + SLACK)
+    else
+      redis.call('SREM', P .. ':streaming', mid)
+    end
+  end
+end
+return redis.call('HGETALL', message)
+"""
+
+# ARGV[4]: mid.
+GET_MESSAGE = r"""
+local message = msg_key(ARGV[4])
+local cid = redis.call('HGET', message, 'conversation_id')
+if not cid then return false end
+touch(cid)
+return redis.call('HGETALL', message)
+"""
+
+# ARGV[4..]: cid, request id.
+FIND_BY_REQUEST_ID = r"""
+if touch(ARGV[4]) == 0 then return false end
+local mid = redis.call('HGET', conv_key(ARGV[4]) .. ':req', ARGV[5])
+if not mid then return false end
+return redis.call('HGETALL', msg_key(mid))
+"""
+
+# ARGV[4..]: cid, mode ('before' or 'since'), before ('+inf' or '(N'), since_us, limit.
+# Returns limit + 1 messages at most, in seq order.
+LIST_MESSAGES = r"""
+local cid, mode, before, since, limit = ARGV[4], ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8])
+if touch(cid) == 0 then return {} end
+local head = conv_key(cid)
+local ids
+if mode == 'since' then
+  ids = redis.call('ZRANGEBYSCORE', head .. ':time', since, '+inf', 'LIMIT', 0, limit + 1)
+else
+  ids = redis.call('ZREVRANGEBYSCORE', head .. ':seq', before, '-inf', 'LIMIT', 0, limit + 1)
+end
+local found = {}
+for _, mid in ipairs(ids) do
+  local fields = redis.call('HGETALL', msg_key(mid))
+  if #fields > 0 then found[#found + 1] = fields end
+end
+return found
+"""
+
+# ARGV[4]: cid.
+LAST_MESSAGE = r"""
+if touch(ARGV[4]) == 0 then return false end
+local ids = redis.call('ZREVRANGE', conv_key(ARGV[4]) .. ':seq', 0, 0)
+if #ids == 0 then return false end
+return redis.call('HGETALL', msg_key(ids[1]))
+"""
+
+# ARGV[4..]: lower-cased needle, limit, then conversation ids. Matching ignores
+# ASCII case only (string.lower works byte by byte), like SQLite's LIKE.
+SEARCH_MESSAGES = r"""
+local needle, limit = ARGV[4], tonumber(ARGV[5])
+local found = {}
+for i = 6, #ARGV do
+  local taken = 0
+  local ids = redis.call('ZREVRANGE', conv_key(ARGV[i]) .. ':seq', 0, -1)
+  for _, mid in ipairs(ids) do
+    if taken >= limit then break end
+    local content = redis.call('HGET', msg_key(mid), 'content')
+    if content and string.find(string.lower(content), needle, 1, true) then
+      found[#found + 1] = redis.call('HGETALL', msg_key(mid))
+      taken = taken + 1
+    end
+  end
+end
+return found
+"""
+
+MARK_INTERRUPTED = r"""
+local streaming = P .. ':streaming'
+local count = 0
+for _, mid in ipairs(redis.call('SMEMBERS', streaming)) do
+  if redis.call('HGET', msg_key(mid), 'status') == 'streaming' then
+    redis.call('HSET', msg_key(mid), 'status', 'incomplete')
+    count = count + 1
+  end
+end
+redis.call('DEL', streaming)
+return count
+"""
+
+# ARGV[4..]: uid, name, then field/value pairs.
+CREATE_USER = r"""
+local uid, name = ARGV[4], ARGV[5]
+local head = user_key(uid)
+local alias = P .. ':username:' .. name
+if redis.call('EXISTS', head) == 1 or redis.call('EXISTS', alias) == 1 then return 0 end
+redis.call('HSET', head, 'name', name)
+for i = 6, #ARGV, 2 do redis.call('HSET', head, ARGV[i], ARGV[i + 1]) end
+redis.call('PEXPIRE', head, TTL + SLACK)
+redis.call('SET', alias, uid, 'PX', TTL + SLACK)
+redis.call('SADD', P .. ':users', uid)
+extend(P .. ':users', TTL + SLACK)
+return 1
+"""
+
+# ARGV[4..]: 'id' or 'name', the id or name.
+GET_USER = r"""
+local uid = ARGV[5]
+if ARGV[4] == 'name' then
+  uid = redis.call('GET', P .. ':username:' .. ARGV[5])
+  if not uid then return false end
+end
+if touch_user(uid) == 0 then return false end
+return redis.call('HGETALL', user_key(uid))
+"""
+
+LIST_USERS = r"""
+local found = {}
+for _, uid in ipairs(redis.call('SMEMBERS', P .. ':users')) do
+  if touch_user(uid) == 0 then
+    redis.call('SREM', P .. ':users', uid)
+  else
+    found[#found + 1] = redis.call('HGETALL', user_key(uid))
+  end
+end
+return found
+"""
+
+# ARGV[4..]: uid, key hash, ms to live, then field/value pairs.
+# Returns 1, 0 when the hash is taken, -1 when the user is missing.
+ADD_KEY = r"""
+local uid, hash, ms = ARGV[4], ARGV[5], tonumber(ARGV[6])
+if touch_user(uid) == 0 then return -1 end
+local key = P .. ':key:' .. hash
+if redis.call('EXISTS', key) == 1 then return 0 end
+redis.call('HSET', key, 'user_id', uid)
+for i = 7, #ARGV, 2 do redis.call('HSET', key, ARGV[i], ARGV[i + 1]) end
+redis.call('PEXPIRE', key, ms)
+local keys = user_key(uid) .. ':keys'
+redis.call('SADD', keys, hash)
+extend(keys, ms)
+return 1
+"""
+
+# ARGV[4..]: key hash, kind, now_us. The key's own deadline is its expires_us
+# when that comes before the store's TTL.
+USER_FOR_KEY = r"""
+local key = P .. ':key:' .. ARGV[4]
+local fields = redis.call('HMGET', key, 'user_id', 'kind', 'revoked', 'expires_us')
+local uid, kind, revoked, expires = fields[1], fields[2], fields[3], fields[4]
+if not uid or kind ~= ARGV[5] or revoked == '1' then return false end
+local now = tonumber(ARGV[6])
+local ms = TTL + SLACK
+if expires and expires ~= '' then
+  local left = math.floor((tonumber(expires) - now) / 1000)
+  if left <= 0 then return false end
+  if left < ms then ms = left end
+end
+if touch_user(uid) == 0 then return false end
+if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, ms) end
+extend(user_key(uid) .. ':keys', ms)
+return redis.call('HGETALL', user_key(uid))
+"""
+
+# ARGV[4]: key hash.
+REVOKE_KEY = r"""
+local key = P .. ':key:' .. ARGV[4]
+if redis.call('EXISTS', key) == 1 then redis.call('HSET', key, 'revoked', '1') end
+return 1
+"""
+
+# ARGV[4]: uid.
+DELETE_USER = r"""
+local uid = ARGV[4]
+local head = user_key(uid)
+for _, cid in ipairs(redis.call('ZRANGE', head .. ':convs', 0, -1)) do
+  drop_conversation(cid)
+end
+for _, hash in ipairs(redis.call('SMEMBERS', head .. ':keys')) do
+  redis.call('DEL', P .. ':key:' .. hash)
+end
+local name = redis.call('HGET', head, 'name')
+if name and redis.call('GET', P .. ':username:' .. name) == uid then
+  redis.call('DEL', P .. ':username:' .. name)
+end
+redis.call('DEL', head, head .. ':convs', head .. ':keys')
+redis.call('SREM', P .. ':users', uid)
+return 1
+"""

@@ -1,0 +1,163 @@
+"""Chat-completion chunks (OpenAI, Z.AI, Ollama, vLLM, CLOVA's compat) → :class:`Chunk`.
+
+One :class:`ChunkReader` per response. It turns each decoded ``data:`` JSON
+object into text/reasoning chunks right away, joins tool-call pieces by
+``index`` (or takes whole calls), remembers the finish reason and the usage
+(which may come with the finish, in a ``choices: []`` chunk, or repeatedly),
+and builds the one final chunk once the stream has ended.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from daehwa.errors import ProviderError
+from daehwa.llm.base import Chunk
+from daehwa.llm.openai_errors import error_from_stream
+from daehwa.messages import ToolCall, Usage
+
+# Where servers put the model's thinking: Z.AI and older vLLM, vLLM and Ollama, CLOVA.
+REASONING_FIELDS = ("reasoning_content", "reasoning", "thinking_content")
+
+
+@dataclass(slots=True)
+class _PendingCall:
+    id: str = ""
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+
+
+class ChunkReader:
+    """Reads the chunks of one streamed chat completion."""
+
+    __slots__ = ("_api_key", "_calls", "finish_reason", "provider", "usage")
+
+    def __init__(self, provider: str, *, api_key: str | None = None) -> None:
+        self.provider = provider
+        self._api_key = api_key
+        self._calls: dict[int, _PendingCall] = {}
+        #: The last finish reason seen (Z.AI repeats it).
+        self.finish_reason: str | None = None
+        #: The last usage seen (cumulative wherever servers repeat it).
+        self.usage: Usage | None = None
+
+    def read(self, data: str) -> Chunk | None:
+        """One ``data:`` payload (not ``[DONE]``) → a chunk with text or reasoning, or None."""
+        try:
+            return self._read(data)
+        except orjson.JSONDecodeError as exc:
+            raise self._malformed("a chunk is not JSON") from exc
+        except (AttributeError, TypeError, ValueError, IndexError) as exc:
+            # A chunk whose shape is not what the format says (e.g. a list for an object).
+            raise self._malformed(f"unexpected chunk shape ({exc})") from exc
+
+    def _read(self, data: str) -> Chunk | None:
+        obj = orjson.loads(data)
+        if not isinstance(obj, dict):
+            raise self._malformed("a chunk is not a JSON object")
+        if "error" in obj or obj.get("object") == "error":
+            raise error_from_stream(self.provider, obj, api_key=self._api_key)
+        usage = obj.get("usage")
+        if usage:
+            self.usage = _usage(usage)
+        choices = obj.get("choices")
+        if not choices:
+            return None  # the usage chunk, or a keep-alive object
+        choice = choices[0]
+        delta = choice.get("delta") or {}
+        text = delta.get("content") or ""
+        reasoning = ""
+        for name in REASONING_FIELDS:
+            value = delta.get(name)
+            if value:
+                reasoning = value
+                break
+        calls = delta.get("tool_calls")
+        if calls:
+            self._add_calls(calls)
+        finish = choice.get("finish_reason")
+        if finish:
+            self._finish(finish)
+        if (text or reasoning) and isinstance(text, str) and isinstance(reasoning, str):
+            return Chunk(text=text, reasoning=reasoning)
+        return None
+
+    def final_chunk(self) -> Chunk:
+        """The last chunk: complete tool calls, finish reason and usage."""
+        calls = [self._tool_call(i, self._calls[i]) for i in sorted(self._calls)]
+        finish = self.finish_reason or ("tool_calls" if calls else "stop")
+        return Chunk(tool_calls=calls, finish_reason=finish, usage=self.usage)
+
+    def _finish(self, reason: str) -> None:
+        if reason == "sensitive":
+            # GLM's safety system stopped the answer mid-way (PROVIDERS.md §2).
+            raise ProviderError(
+                f"{self.provider}: the upstream stopped the answer as sensitive content",
+                code="content_filtered",
+                retryable=False,
+                provider=self.provider,
+            )
+        if reason == "network_error":
+            raise ProviderError(
+                f"{self.provider}: the upstream reported a network error mid-stream",
+                code="upstream_error",
+                retryable=True,
+                provider=self.provider,
+            )
+        self.finish_reason = reason
+
+    def _add_calls(self, deltas: Any) -> None:
+        if not isinstance(deltas, list):
+            raise self._malformed("tool_calls is not a list")
+        for delta in deltas:
+            index = delta.get("index")
+            if not isinstance(index, int):
+                # No index (some servers send whole calls): a new id starts a new call.
+                index = len(self._calls) if delta.get("id") or not self._calls else max(self._calls)
+            call = self._calls.get(index)
+            if call is None:
+                call = self._calls[index] = _PendingCall()
+            if delta.get("id"):
+                call.id = str(delta["id"])
+            function = delta.get("function") or {}
+            if function.get("name"):
+                call.name = str(function["name"])
+            arguments = function.get("arguments")
+            if isinstance(arguments, str):
+                call.arguments.append(arguments)
+            elif isinstance(arguments, dict):
+                call.arguments = [orjson.dumps(arguments).decode()]
+
+    def _tool_call(self, index: int, call: _PendingCall) -> ToolCall:
+        if not call.name:
+            raise self._malformed(f"tool call {index} has no function name")
+        text = "".join(call.arguments).strip()
+        try:
+            arguments = orjson.loads(text) if text else {}
+        except orjson.JSONDecodeError as exc:
+            raise ProviderError(
+                f"{self.provider}: the arguments of tool call {call.name!r} are not valid JSON",
+                code="invalid_tool_arguments",
+                retryable=True,
+                provider=self.provider,
+            ) from exc
+        if not isinstance(arguments, dict):
+            arguments = {"value": arguments}
+        return ToolCall(call.id or f"call_{index}", call.name, arguments)
+
+    def _malformed(self, detail: str) -> ProviderError:
+        return ProviderError(
+            f"{self.provider}: malformed stream: {detail}",
+            code="upstream_protocol_error",
+            retryable=True,
+            provider=self.provider,
+        )
+
+
+def _usage(data: Any) -> Usage | None:
+    if not isinstance(data, dict):
+        return None
+    return Usage(int(data.get("prompt_tokens") or 0), int(data.get("completion_tokens") or 0))

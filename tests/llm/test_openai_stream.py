@@ -1,0 +1,202 @@
+"""OpenAIModel against the fake upstream: every streaming scenario, at the Chunk level."""
+
+from __future__ import annotations
+
+import pytest
+
+from daehwa.errors import ProviderError
+from daehwa.llm.base import GenerationParams, ToolSpec
+from daehwa.messages import ToolCall
+from tests.fakes.openai_upstream import DEFAULT_TEXT, FakeOpenAIUpstream
+from tests.llm.conftest import ModelFactory
+from tests.llm.streams import collect, reasoning_of, text_of, user
+
+FLAVORS = ["openai", "zai", "ollama", "vllm"]
+WEATHER = ToolSpec(
+    "get_weather",
+    "오늘 날씨",
+    {"type": "object", "properties": {"location": {"type": "string"}}},
+)
+EXPECTED_CALLS = [
+    ToolCall("call_seoul", "get_weather", {"location": "서울", "unit": "celsius"}),
+    ToolCall("call_busan", "get_weather", {"location": "부산", "unit": "celsius"}),
+]
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
+async def test_text_stream_yields_deltas_then_one_final_chunk(
+    fake: FakeOpenAIUpstream, make_model: ModelFactory, flavor: str
+) -> None:
+    fake.enqueue(f"text flavor={flavor} reasoning=0")
+    chunks = await collect(make_model(flavor=flavor))
+    assert text_of(chunks).strip("\n") == DEFAULT_TEXT
+    assert all(c.text for c in chunks[:-1]), "no empty chunks (role chunk) before the end"
+    final = chunks[-1]
+    assert (final.text, final.finish_reason, final.tool_calls) == ("", "stop", [])
+    assert [c.finish_reason for c in chunks].count("stop") == 1, "a repeated finish is one"
+    assert final.usage is not None
+    assert final.usage.completion_tokens == len(chunks) - 1
+
+
+async def test_openai_usage_chunk_only_when_include_usage(
+    fake: FakeOpenAIUpstream, make_model: ModelFactory
+) -> None:
+    chunks = await collect(make_model(include_usage=False))
+    assert "stream_options" not in fake.requests[-1].json
+    assert chunks[-1].finish_reason == "stop"
+    assert chunks[-1].usage is None
+    chunks = await collect(make_model())
+    assert fake.requests[-1].json["stream_options"] == {"include_usage": True}
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.prompt_tokens > 0
+
+
+async def test_zai_reasoning_comes_first_and_never_in_text(
+    fake: FakeOpenAIUpstream, make_model: ModelFactory
+) -> None:
+    fake.enqueue("text flavor=zai")
+    chunks = await collect(make_model(flavor="zai", thinking=True))
+    assert reasoning_of(chunks) == "생각 중: 사용자가 인사했다."
+    first_text = next(i for i, c in enumerate(chunks) if c.text)
+    assert all(c.reasoning for c in chunks[:first_text])
+    assert "생각" not in text_of(chunks)
+    # GLM's stray newline before the answer is passed on as text, unaltered.
+    assert text_of(chunks) == "\n" + DEFAULT_TEXT
+
+
+async def test_zai_thinking_disabled_gives_no_reasoning(
+    fake: FakeOpenAIUpstream, make_model: ModelFactory
+) -> None:
+    fake.enqueue("text flavor=zai")
+    chunks = await collect(make_model(flavor="zai", thinking=False))
+    assert fake.requests[-1].json["thinking"] == {"type": "disabled"}
+    assert reasoning_of(chunks) == ""
+    assert chunks[-1].finish_reason == "stop"
+
+
+@pytest.mark.parametrize(
+    ("flavor", "field"),
+    [
+        ("ollama", "reasoning"),
+        ("vllm", "reasoning"),
+        ("vllm", "reasoning_content"),
+        ("openai", "thinking_content"),  # CLOVA's OpenAI-compatible endpoint
+    ],
+)
+async def test_every_reasoning_field_goes_to_reasoning(
+    fake: FakeOpenAIUpstream, make_model: ModelFactory, flavor: str, field: str
+) -> None:
+    fake.enqueue(f"text flavor={flavor} reasoning=1 reasoning_field={field}")
+    chunks = await collect(make_model(flavor=flavor))
+    assert reasoning_of(chunks) == "생각 중: 사용자가 인사했다."
+    assert text_of(chunks) == DEFAULT_TEXT
+
+
+async def test_vllm_thinking_goes_through_chat_template_kwargs(
+    fake: FakeOpenAIUpstream, make_model: ModelFactory
+) -> None:
+    fake.enqueue("text flavor=vllm")
+    chunks = await collect(make_model(flavor="vllm", thinking=True))
+    assert fake.requests[-1].json["chat_template_kwargs"] == {"enable_thinking": True}
+    assert reasoning_of(chunks)
+    fake.enqueue("text flavor=vllm")
+    chunks = await collect(make_model(flavor="vllm", thinking=False))
+    assert fake.requests[-1].json["chat_template_kwargs"] == {"enable_thinking": False}
+    assert not reasoning_of(chunks)
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
+async def test_parallel_tool_calls_are_joined_whole_or_incremental(
+    fake: FakeOpenAIUpstream, make_model: ModelFactory, flavor: str
+) -> None:
+    fake.enqueue(f"tools flavor={flavor} reasoning=0")
+    chunks = await collect(make_model(flavor=flavor), params=GenerationParams(tools=(WEATHER,)))
+    assert [c for c in chunks[:-1] if c.tool_calls] == [], "calls come only when complete"
+    assert chunks[-1].tool_calls == EXPECTED_CALLS
+    assert chunks[-1].finish_reason == "tool_calls"
+    assert text_of(chunks) == ""
+
+
+@pytest.mark.parametrize(
+    "modifiers",
+    ["split=1", "crlf=1", "keepalive=1", "split=1 crlf=1 keepalive=1", "framing=close"],
+)
+@pytest.mark.parametrize("flavor", ["openai", "zai"])
+async def test_byte_level_quirks_do_not_change_the_answer(
+    fake: FakeOpenAIUpstream, make_model: ModelFactory, flavor: str, modifiers: str
+) -> None:
+    fake.enqueue(f"text flavor={flavor} reasoning=0 {modifiers}")
+    chunks = await collect(make_model(flavor=flavor))
+    assert text_of(chunks).strip("\n") == DEFAULT_TEXT
+    assert "\ufffd" not in text_of(chunks), "a split 안 must not become a replacement char"
+    assert chunks[-1].finish_reason == "stop"
+
+
+async def test_content_length_body(fake: FakeOpenAIUpstream, make_model: ModelFactory) -> None:
+    fake.enqueue("text framing=length")
+    chunks = await collect(make_model())
+    assert text_of(chunks) == DEFAULT_TEXT
+
+
+async def test_length_finish(fake: FakeOpenAIUpstream, make_model: ModelFactory) -> None:
+    fake.enqueue("length tokens=3")
+    chunks = await collect(make_model())
+    assert len(chunks) == 4
+    assert chunks[-1].finish_reason == "length"
+
+
+async def test_delayed_first_byte_and_token_delay(
+    fake: FakeOpenAIUpstream, make_model: ModelFactory
+) -> None:
+    fake.enqueue("text first_byte=0.05 ttft=0.05 delay=0.01 tokens=4")
+    chunks = await collect(make_model())
+    assert [c.text for c in chunks[:-1]] == ["안녕", "하세", "요!", " 무"]
+
+
+@pytest.mark.parametrize("flavor", ["openai", "vllm", "ollama"])
+async def test_error_chunk_mid_stream_raises_after_the_text_before_it(
+    fake: FakeOpenAIUpstream, make_model: ModelFactory, flavor: str
+) -> None:
+    fake.enqueue(f"error_chunk flavor={flavor}")
+    seen: list[str] = []
+    with pytest.raises(ProviderError) as info:
+        async for chunk in make_model(flavor=flavor).stream(user(), GenerationParams()):
+            seen.append(chunk.text)
+    assert seen and "".join(seen) in DEFAULT_TEXT
+    assert info.value.code == "upstream_error"
+    assert info.value.retryable is True
+    assert "upstream model crashed" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("kind", "code", "retryable"),
+    [("sensitive", "content_filtered", False), ("network_error", "upstream_error", True)],
+)
+async def test_zai_failure_finish_reasons_raise(
+    fake: FakeOpenAIUpstream, make_model: ModelFactory, kind: str, code: str, retryable: bool
+) -> None:
+    fake.enqueue(f"{kind} flavor=zai")
+    with pytest.raises(ProviderError) as info:
+        await collect(make_model(flavor="zai"))
+    assert (info.value.code, info.value.retryable) == (code, retryable)
+
+
+async def test_ollama_end_without_done_after_finish_is_complete(
+    fake: FakeOpenAIUpstream, make_model: ModelFactory
+) -> None:
+    fake.enqueue("no_done flavor=ollama")
+    chunks = await collect(make_model(flavor="ollama"))
+    assert text_of(chunks) == DEFAULT_TEXT
+    assert chunks[-1].finish_reason == "stop"
+
+
+@pytest.mark.parametrize("kind", ["cut", "truncate"])
+async def test_end_before_finish_and_done_is_a_truncation(
+    fake: FakeOpenAIUpstream, make_model: ModelFactory, kind: str
+) -> None:
+    fake.enqueue(kind)
+    with pytest.raises(ProviderError) as info:
+        await collect(make_model())
+    assert info.value.retryable is True
+    assert info.value.code in ("upstream_truncated", "upstream_disconnected")
+    assert info.value.provider == "test-model"

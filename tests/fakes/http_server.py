@@ -129,8 +129,9 @@ class FakeHTTPServer:
         self.ssl = ssl
         #: The last ``record`` requests received, oldest first.
         self.requests: deque[RecordedRequest] = deque(maxlen=record)
-        #: TCP connections accepted so far (asserts keep-alive reuse).
+        #: TCP connections accepted so far (asserts keep-alive reuse), and still open.
         self.connections = 0
+        self.open_connections = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -140,7 +141,9 @@ class FakeHTTPServer:
         return f"{'https' if self.ssl else 'http'}://127.0.0.1:{self.port}"
 
     async def start(self) -> Self:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port, backlog=2048)
+        self._server = await asyncio.start_server(
+            self._serve, "127.0.0.1", self.port, backlog=2048, ssl=self.ssl
+        )
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -170,6 +173,7 @@ class FakeHTTPServer:
         assert task is not None
         self._tasks.add(task)
         self.connections += 1
+        self.open_connections += 1
         try:
             while await self._exchange(reader, writer):
                 pass
@@ -179,6 +183,7 @@ class FakeHTTPServer:
             # Shutdown. Ending quietly: asyncio's stream callback would log a cancelled task.
             writer.transport.abort()
         finally:
+            self.open_connections -= 1
             self._tasks.discard(task)
             writer.close()
 

@@ -185,7 +185,15 @@ class UpstreamClient:
                 f"{self.label}: no connection to {self.origin} within {self.connect_timeout:g} s",
                 provider=self.label,
             ) from None
-        except (OSError, ssl.SSLError) as exc:
+        except ssl.SSLCertVerificationError as exc:
+            # A certificate that does not verify will not verify on the next try either.
+            raise ProviderError(
+                f"{self.label}: TLS certificate of {self.origin} rejected: {exc.verify_message}",
+                code="upstream_tls",
+                retryable=False,
+                provider=self.label,
+            ) from exc
+        except OSError as exc:
             raise ProviderError(
                 f"{self.label}: cannot connect to {self.origin}: {exc.strerror or exc}",
                 code="upstream_unreachable",

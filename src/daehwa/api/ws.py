@@ -30,6 +30,7 @@ OUTBOX_LIMIT = 2048
 RECHECK_INTERVAL = 30.0
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_TOO_SLOW = 1013
+CLOSE_TIMEOUT = 2.0
 
 
 @router.websocket("/v1/ws")
@@ -106,7 +107,9 @@ class _Socket:
                 task.cancel()
             await asyncio.gather(*tasks, *self.followers, return_exceptions=True)
             if self.closing is not None:
-                await _close(self.websocket, *self.closing)
+                # A reader that stopped reading cannot take a close frame either: don't wait on it.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(_close(self.websocket, *self.closing), CLOSE_TIMEOUT)
 
     def send(self, frame: dict[str, Any]) -> None:
         """Queue a frame; a reader too slow to keep up gets disconnected."""

@@ -10,7 +10,6 @@
 """
 
 from daehwa.guard.filter import MASK_CHAR, ContentFilter, Match, apply_mask
-from daehwa.guard.normalize import Normalized, normalize
 from daehwa.guard.policy import BLOCKED_MESSAGE, ContentGuard, InputVerdict
 from daehwa.guard.stream import StreamFilter
 from daehwa.guard.wordlist import SAMPLE_WORDS, FilterHolder, read_word_files
@@ -24,9 +23,7 @@ __all__ = [
     "FilterHolder",
     "InputVerdict",
     "Match",
-    "Normalized",
     "StreamFilter",
     "apply_mask",
-    "normalize",
     "read_word_files",
 ]

@@ -32,8 +32,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from bisect import bisect_left
-from dataclasses import dataclass
+from bisect import bisect_left, bisect_right
 
 __all__ = ["MAX_GAP", "Normalized", "is_latin_letter", "is_letter", "normalize"]
 
@@ -63,6 +62,7 @@ _CONTINUATION = bytes(range(0x80, 0xC0))
 _UPPER_TO_LETTER = bytes.maketrans(b"U", b"L")
 # A single letter, then more single letters each after 1..MAX_GAP separators.
 _RUN = re.compile(f"SLS(?:S{{0,{MAX_GAP - 1}}}L)(?:S{{1,{MAX_GAP}}}L)*(?=S)".encode())
+_ALTERNATING = b"LS" * 64
 _SPECIAL = re.compile(rb"X")
 _CONJOINING = re.compile("[\u1100-\u11ff]")
 
@@ -81,35 +81,64 @@ _FOLD: dict[str, str] = {}
 _FOLD_LIMIT = 200_000
 
 
-@dataclass(slots=True)
 class Normalized:
     """A normalised text and the way back to the original's offsets.
 
-    ``starts[i]`` / ``ends[i]`` are the original span of normalised character
-    ``i``; ``None`` means one original character each (``ends``) or the
-    identity (``starts``). ``stable_end`` is only meaningful when the text was
+    Two layers: folding maps original characters to *folded* ones (one to
+    one on the fast path, ``starts``/``ends`` per folded character on the
+    slow path); joining spread-out runs then deletes some folded separators
+    (``deleted``, sorted). ``stable_end`` is only meaningful when the text was
     normalised as an open stream: past it, more text could still change the
-    normalised form (a spread-out word may continue, jamo may compose).
+    normalised form (a spread-out word may go on, jamo may compose).
     """
 
-    text: str
-    starts: list[int] | None
-    ends: list[int] | None
-    stable_end: int
+    __slots__ = ("_deleted", "_ends", "_shifted", "_starts", "stable_end", "text")
+
+    def __init__(
+        self,
+        text: str,
+        stable_end: int,
+        *,
+        deleted: list[int] | None = None,
+        starts: list[int] | None = None,
+        ends: list[int] | None = None,
+    ) -> None:
+        self.text = text
+        self.stable_end = stable_end
+        self._deleted = deleted or []
+        self._shifted: list[int] | None = None  # computed on first use
+        self._starts = starts
+        self._ends = ends
+
+    def _folded(self, index: int) -> int:
+        if not self._deleted:
+            return index
+        shifted = self._shifted
+        if shifted is None:
+            # Normalised index n is folded index n + (number of shifted values <= n).
+            shifted = self._shifted = [d - i for i, d in enumerate(self._deleted)]
+        return index + bisect_right(shifted, index)
+
+    def _original_start(self, index: int) -> int:
+        folded = self._folded(index)
+        return folded if self._starts is None else self._starts[folded]
+
+    def _original_end(self, index: int) -> int:
+        folded = self._folded(index)
+        return folded + 1 if self._ends is None else self._ends[folded]
 
     def span(self, start: int, end: int) -> tuple[int, int]:
         """The original span of normalised characters ``[start, end)``; ``end > start``."""
-        starts = self.starts
-        if starts is None:
-            return start, end
-        ends = self.ends
-        return starts[start], (ends[end - 1] if ends is not None else starts[end - 1] + 1)
+        return self._original_start(start), self._original_end(end - 1)
 
     def index_at(self, original: int) -> int:
         """The first normalised index whose original position is at or after ``original``."""
-        if self.starts is None:
-            return min(original, len(self.text))
-        return bisect_left(self.starts, original)
+        if original <= 0:
+            return 0
+        folded = original if self._starts is None else bisect_left(self._starts, original)
+        if self._deleted:
+            folded -= bisect_left(self._deleted, folded)
+        return min(folded, len(self.text))
 
     def is_word_boundary(self, i: int) -> bool:
         """Whether a Latin word may begin or end between normalised ``i - 1`` and ``i``.
@@ -123,12 +152,9 @@ class Normalized:
             return True
         if not (is_latin_letter(text[i - 1]) and is_latin_letter(text[i])):
             return True
-        starts = self.starts
-        if starts is None:
+        if self._starts is None and not self._deleted:
             return False
-        ends = self.ends
-        previous_end = ends[i - 1] if ends is not None else starts[i - 1] + 1
-        return previous_end < starts[i]
+        return self._original_end(i - 1) < self._original_start(i)
 
 
 def normalize(text: str, *, open_end: bool = False) -> Normalized:
@@ -224,28 +250,23 @@ def _join_spread(
     if open_end:
         stable_end = _stable_end(classes, runs, starts, original_length)
     if not runs:
-        return Normalized(folded, starts, ends, stable_end)
-    if starts is None:
-        starts = list(range(len(folded)))
+        return Normalized(folded, stable_end, starts=starts, ends=ends)
+    deleted: list[int] = []
     parts: list[str] = []
-    new_starts: list[int] = []
-    new_ends: list[int] | None = [] if ends is not None else None
     previous = 0
     for run_start, run_end in runs:
         parts.append(folded[previous:run_start])
-        new_starts.extend(starts[previous:run_start])
-        kept = [k for k in range(run_start, run_end) if classes[k] == _L]
-        parts.append("".join([folded[k] for k in kept]))
-        new_starts.extend([starts[k] for k in kept])
-        if new_ends is not None and ends is not None:
-            new_ends.extend(ends[previous:run_start])
-            new_ends.extend([ends[k] for k in kept])
+        if classes[run_start:run_end] == _ALTERNATING[: run_end - run_start]:
+            # The common case, one separator between letters: "바 보", "f.u.c.k".
+            deleted.extend(range(run_start + 1, run_end, 2))
+            parts.append(folded[run_start:run_end:2])
+        else:
+            kept = [k for k in range(run_start, run_end) if classes[k] == _L]
+            deleted.extend([k for k in range(run_start, run_end) if classes[k] == _S])
+            parts.append("".join([folded[k] for k in kept]))
         previous = run_end
     parts.append(folded[previous:])
-    new_starts.extend(starts[previous:])
-    if new_ends is not None and ends is not None:
-        new_ends.extend(ends[previous:])
-    return Normalized("".join(parts), new_starts, new_ends, stable_end)
+    return Normalized("".join(parts), stable_end, deleted=deleted, starts=starts, ends=ends)
 
 
 def _stable_end(

@@ -1,0 +1,234 @@
+"""Figures of the content filter (docs/content-filter.md).
+
+- ``build``: time and memory to build a :class:`ContentFilter` of N words.
+- ``scan``: median and p99 of ``ContentFilter.scan`` (normalisation included)
+  on a 1,000-character Korean+English message: clean, with three banned words
+  (one spread out), and one that takes the slow normalisation path.
+- ``automata``: ahocorasick-rs against pyahocorasick on the same words and
+  normalised message (pyahocorasick only if installed: it is not a dependency).
+- ``stream``: CPU time the :class:`StreamFilter` adds per streamed token.
+- ``false positives``: share of clean generated Korean sentences flagged, for
+  three spacing policies; ``evasions``: share of disguised forms caught.
+
+Run from the repository root::
+
+    .venv/bin/python -m bench.guard_bench            # everything, 100,000 words
+    .venv/bin/python -m bench.guard_bench --quick    # fewer runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import re
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make ``bench`` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ahocorasick_rs import AhoCorasick, Implementation, MatchKind
+from bench.guard_data import banned_words, clean_sentences, evasions, mixed_message
+
+from daehwa.guard import SAMPLE_WORDS, ContentFilter, StreamFilter, read_word_files
+from daehwa.guard.normalize import MAX_GAP, normalize
+
+INSERTED = ("시발", "ㅂ ㅅ", "f.u.c.k")
+
+
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * 4096 / 1e6
+    except OSError:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
+
+
+def _timed(fn: Callable[[], object], runs: int) -> tuple[float, float]:
+    """Median and p99 of one call, in microseconds."""
+    for _ in range(min(200, runs)):
+        fn()
+    samples = []
+    gc.disable()
+    try:
+        for _ in range(runs):
+            start = time.perf_counter_ns()
+            fn()
+            samples.append(time.perf_counter_ns() - start)
+    finally:
+        gc.enable()
+    samples.sort()
+    return samples[len(samples) // 2] / 1e3, samples[int(len(samples) * 0.99)] / 1e3
+
+
+def bench_build(words: list[str]) -> ContentFilter:
+    gc.collect()
+    before = _rss_mb()
+    start = time.perf_counter()
+    content_filter = ContentFilter(words)
+    elapsed = time.perf_counter() - start
+    gc.collect()
+    print(f"build: {len(words):,} words in {elapsed:.2f} s, memory +{_rss_mb() - before:.0f} MB")
+    return content_filter
+
+
+def bench_scan(content_filter: ContentFilter, length: int, runs: int) -> None:
+    messages = {
+        "clean": mixed_message(length),
+        "3 hits": mixed_message(length, insert=INSERTED),
+        "slow path": mixed_message(length).replace(" ", " \u200b", 3).replace(".", "…", 3),
+    }
+    for name, message in messages.items():
+        hits = len(content_filter.scan(message))
+        median, p99 = _timed(lambda m=message: content_filter.scan(m), runs)  # type: ignore[misc]
+        n_median, n_p99 = _timed(lambda m=message: normalize(m), runs)  # type: ignore[misc]
+        print(
+            f"scan {name:9s} ({len(message)} chars, {hits} matches): median {median:6.1f} µs, "
+            f"p99 {p99:6.1f} µs  (normalise alone: median {n_median:5.1f} µs, p99 {n_p99:5.1f})"
+        )
+    long_message = mixed_message(32_000, insert=INSERTED)
+    median, p99 = _timed(lambda: content_filter.scan(long_message), max(runs // 50, 20))
+    print(f"scan 32,000 chars (the default max message): median {median / 1e3:.2f} ms")
+
+
+def bench_automata(words: list[str], length: int, runs: int) -> None:
+    patterns = sorted({normalize(w).text for w in words})
+    text = normalize(mixed_message(length, insert=INSERTED)).text
+    rows: list[tuple[str, float, float, float]] = []
+    for name, implementation in (
+        ("ahocorasick-rs contiguous NFA", Implementation.ContiguousNFA),
+        ("ahocorasick-rs noncontiguous NFA", Implementation.NoncontiguousNFA),
+    ):
+        start = time.perf_counter()
+        automaton = AhoCorasick(
+            patterns, matchkind=MatchKind.Standard, implementation=implementation
+        )
+        build = time.perf_counter() - start
+        median, p99 = _timed(
+            lambda a=automaton: a.find_matches_as_indexes(text, overlapping=True),  # type: ignore[misc]
+            runs,
+        )
+        rows.append((name, build, median, p99))
+    try:
+        import ahocorasick  # pyahocorasick, optional
+    except ImportError:
+        print("automata: pyahocorasick not installed (pip install pyahocorasick to compare)")
+    else:
+        start = time.perf_counter()
+        py_automaton = ahocorasick.Automaton()
+        for index, pattern in enumerate(patterns):
+            py_automaton.add_word(pattern, index)
+        py_automaton.make_automaton()
+        build = time.perf_counter() - start
+        median, p99 = _timed(lambda: list(py_automaton.iter(text)), max(runs // 10, 50))
+        rows.append(("pyahocorasick", build, median, p99))
+    for name, build, median, p99 in rows:
+        print(
+            f"automaton {name:33s} build {build:5.2f} s, "
+            f"scan median {median:7.1f} µs, p99 {p99:7.1f} µs"
+        )
+
+
+def _tokens(text: str, seed: int = 5) -> list[str]:
+    """Split like a model's tokenizer roughly does: 1-3 syllables, or a short word piece."""
+    import random
+
+    rng = random.Random(seed)
+    tokens, i = [], 0
+    while i < len(text):
+        n = rng.randint(1, 3) if ord(text[i]) > 0x3000 else rng.randint(2, 5)
+        tokens.append(text[i : i + n])
+        i += n
+    return tokens
+
+
+def bench_stream(content_filter: ContentFilter, repeats: int) -> None:
+    reply = mixed_message(4000, seed=11, insert=INSERTED)
+    tokens = _tokens(reply)
+    expected = content_filter.mask(reply)
+    per_token = []
+    for _ in range(repeats):
+        stream = StreamFilter(content_filter)
+        start = time.process_time_ns()
+        out = [stream.feed(token) for token in tokens]
+        out.append(stream.flush())
+        per_token.append((time.process_time_ns() - start) / len(tokens) / 1e3)
+        assert "".join(out) == expected
+    print(
+        f"stream: {len(tokens)} tokens ({len(reply)} chars), CPU per token median "
+        f"{statistics.median(per_token):.1f} µs "
+        f"(min {min(per_token):.1f}, max {max(per_token):.1f})"
+    )
+
+
+# Separators (not the invisible characters, which normalisation drops anyway).
+_SEPARATOR_RUN = re.compile(r"(?:(?![\u00ad\u200b-\u200f\u2060-\u2064\ufeff])[\W\d_])+")
+
+
+def _policies(content_filter: ContentFilter) -> dict[str, Callable[[str], bool]]:
+    """Whether a text is flagged, under three ways of treating spacing."""
+    wide = " " * (MAX_GAP + 1)  # gaps too wide to join: no spread-out runs form
+    return {
+        "no joining": lambda t: bool(content_filter.scan(_SEPARATOR_RUN.sub(wide, t))),
+        "single-letter runs": lambda t: bool(content_filter.scan(t)),
+        "remove all spaces": lambda t: bool(content_filter.scan(_SEPARATOR_RUN.sub("", t))),
+    }
+
+
+def bench_false_positives(words: Sequence[str], sentences: int) -> None:
+    content_filter = ContentFilter(words)
+    corpus = clean_sentences(sentences)
+    examples = []
+    for name, flagged in _policies(content_filter).items():
+        hits = [s for s in corpus if flagged(s)]
+        print(
+            f"false positives [{name}]: {len(hits)} of {len(corpus):,} clean sentences "
+            f"({100 * len(hits) / len(corpus):.2f}%)"
+        )
+        if name == "single-letter runs":
+            examples = hits[:5]
+    for sentence in examples:
+        print(f"    e.g. {sentence!r} → {content_filter.mask(sentence)!r}")
+    probes: dict[str, list[str]] = {}
+    for word in words:
+        for kind, form in evasions(word).items():
+            probes.setdefault(kind, []).append(form)
+    for name, flagged in _policies(content_filter).items():
+        caught = {kind: sum(map(flagged, forms)) for kind, forms in probes.items()}
+        total = sum(len(forms) for forms in probes.values())
+        detail = ", ".join(f"{kind} {caught[kind]}/{len(forms)}" for kind, forms in probes.items())
+        print(f"evasions caught [{name}]: {sum(caught.values())}/{total} ({detail})")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--words", type=int, default=100_000, help="size of the word list")
+    parser.add_argument("--length", type=int, default=1000, help="message length, characters")
+    parser.add_argument("--runs", type=int, default=5000, help="timed scans per message")
+    parser.add_argument("--sentences", type=int, default=20_000, help="clean corpus size")
+    parser.add_argument("--quick", action="store_true", help="fewer runs (smoke test)")
+    args = parser.parse_args(argv)
+    runs = 300 if args.quick else args.runs
+    sample = read_word_files([SAMPLE_WORDS])
+    words = banned_words(args.words - len(sample)) + sample
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+    print(
+        f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {load}; "
+        f"{args.words:,} words, {args.length}-char message"
+    )
+    content_filter = bench_build(words)
+    bench_scan(content_filter, args.length, runs)
+    bench_automata(words, args.length, runs)
+    bench_stream(content_filter, 5 if args.quick else 30)
+    bench_false_positives(sample, 2000 if args.quick else args.sentences)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

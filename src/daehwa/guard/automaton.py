@@ -59,6 +59,7 @@ class WordAutomaton:
         )
         # Sorted patterns answer "can this text still grow into a word?" by bisection.
         self._sorted = sorted(patterns)
+        self._first = frozenset(p[0] for p in patterns)
         self.max_length = max(map(len, patterns), default=0)
 
     def __len__(self) -> int:
@@ -94,7 +95,7 @@ class WordAutomaton:
 
     def can_grow(self, text: str) -> bool:
         """Whether some pattern starts with ``text`` and is longer than it."""
-        if not text or len(text) >= self.max_length:
+        if not text or len(text) >= self.max_length or text[0] not in self._first:
             return False
         patterns = self._sorted
         i = bisect.bisect_right(patterns, text)

@@ -151,3 +151,25 @@ def test_endless_spread_out_run_is_released_after_max_hold(words: ContentFilter)
     for _ in range(500):
         s.feed("ㅋ ")
         assert s.held <= 102
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_dense_overlapping_words(seed: int) -> None:
+    # Many short words over a tiny alphabet: matches overlap and nest everywhere,
+    # Latin words need boundaries, and some words contain a separator.
+    rng = random.Random(seed)
+    letters = ["가", "나", "다", "a", "b"]
+    vocabulary = {
+        "".join(rng.choice(letters) for _ in range(rng.randint(1, 4))) for _ in range(40)
+    }
+    vocabulary |= {"a b", "가 나다"}
+    content_filter = ContentFilter(sorted(vocabulary))
+    alphabet = [*letters, " ", ".", "1"]
+    for _ in range(30):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 30)))
+        chunks, i = [], 0
+        while i < len(text):
+            n = rng.randint(1, 4)
+            chunks.append(text[i : i + n])
+            i += n
+        stream(content_filter, chunks)

@@ -12,12 +12,14 @@ from collections.abc import AsyncIterator
 import pytest
 
 from daehwa.chat.tools import ToolRegistry, tool
+from daehwa.config import ModelSettings, Settings
 from daehwa.errors import ProviderError, RateLimited
 from daehwa.llm.base import ChatModel, GenerationParams
+from daehwa.llm.registry import ModelRegistry
 from daehwa.llm.retry import is_retryable
 from daehwa.messages import Message, Role
 from tests.fakes.scenario import DEFAULT_TEXT, ScriptedUpstream
-from tests.llm.native_harness import PROVIDERS, Harness, harness
+from tests.llm.native_harness import BEDROCK_MODEL, PROVIDERS, Harness, harness
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -150,3 +152,32 @@ async def test_tool_call_round_trip(h: Harness) -> None:
     assert h.fake is not None
     sent = h.fake.requests[-1].json
     assert h.tool_results(sent) == [(r.call_id, r.content()) for r in results]
+
+
+@pytest.mark.parametrize("provider", ["clova-v1", "clova-v3", "anthropic", "bedrock"])
+async def test_the_registry_builds_native_providers(provider: str, tmp_path: object) -> None:
+    """``[models.NAME] provider = "clova" | "anthropic" | "bedrock"`` through ModelRegistry."""
+    async with harness(provider, str(tmp_path)) as h:
+        assert h.fake is not None
+        kind, model_name, key_env = {
+            "clova-v1": ("clova", "HCX-003", "TEST_CLOVA_KEY"),
+            "clova-v3": ("clova", "HCX-005", "TEST_CLOVA_KEY"),
+            "anthropic": ("anthropic", "claude-sonnet-4-5", "TEST_ANTHROPIC_KEY"),
+            "bedrock": ("bedrock", BEDROCK_MODEL, ""),
+        }[provider]
+        config = ModelSettings(
+            provider=kind,  # type: ignore[arg-type]
+            base_url=h.fake.url,
+            model=model_name,
+            api_key_env=key_env,
+        )
+        registry = ModelRegistry(Settings(models={"m": config}, chat={"default_model": "m"}))
+        try:
+            model = registry.get("m")
+            chunks = await drain(model, conversation(), GenerationParams())
+            assert "".join(c.text for c in chunks) == DEFAULT_TEXT
+            assert [c.origin for c in registry.clients.clients()] == [
+                f"http://127.0.0.1:{h.fake.port}"
+            ]
+        finally:
+            await registry.aclose()

@@ -168,7 +168,8 @@ def make_tool(
     try:
         validated = pydantic.validate_call(fn)
         schema = parameters if parameters is not None else schema_of(fn)
-    except pydantic.PydanticUserError as exc:
+    except (pydantic.PydanticUserError, NameError) as exc:
+        # NameError: a hint names a type defined inside a function (with postponed annotations).
         raise ConfigError(f"tool {tool_name!r}: cannot derive a schema: {exc}") from exc
     return Tool(tool_name, text.strip(), schema, fn, timeout, close, validated)
 

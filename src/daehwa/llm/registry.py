@@ -58,9 +58,33 @@ def _scripted(name: str, settings: Settings, clients: UpstreamClients | None) ->
     return ScriptedModel(name, reply=config.reply, token_delay=config.token_delay)
 
 
+def _native(name: str, settings: Settings, clients: UpstreamClients | None) -> ChatModel:
+    """``clova``, ``anthropic`` and ``bedrock`` (docs/providers-native.md)."""
+    config = settings.models[name]
+    if config.provider == "clova":
+        from daehwa.llm import clova
+
+        url = config.base_url or clova.DEFAULT_BASE_URL
+        client, owned = http_client(config, clients, base_url=url)
+        return clova.ClovaModel.from_settings(name, config, client, owns_client=owned)
+    if config.provider == "anthropic":
+        from daehwa.llm import anthropic
+
+        url = config.base_url or anthropic.DEFAULT_BASE_URL
+        client, owned = http_client(config, clients, base_url=url)
+        return anthropic.AnthropicModel.from_settings(name, config, client, owns_client=owned)
+    from daehwa.llm import bedrock
+
+    client, owned = http_client(config, clients, base_url=bedrock.endpoint_for(config))
+    return bedrock.BedrockModel.from_settings(name, config, client, owns_client=owned)
+
+
 _BUILDERS: dict[str, Builder] = {
     "openai": _openai,
     "scripted": _scripted,
+    "clova": _native,
+    "anthropic": _native,
+    "bedrock": _native,
 }
 
 

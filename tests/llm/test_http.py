@@ -385,3 +385,37 @@ async def test_request_head() -> None:
         assert echoed["headers"]["content-length"] == "2"
         assert echoed["headers"]["user-agent"].startswith("daehwa/")
         await client.aclose()
+
+
+# -- uvloop (what uvicorn runs on) ------------------------------------------------------
+def test_the_client_on_uvloop(certificate: tuple[Path, Path]) -> None:
+    uvloop = pytest.importorskip("uvloop")
+    cert, key = certificate
+
+    async def scenarios() -> None:
+        async with FakeOpenAIUpstream() as fake:
+            client = UpstreamClient(fake.base_url, read_timeout=0.3)
+            for framing in ("chunked", "length", "close"):
+                assert (await fetch(client, f"text framing={framing}")).endswith(b"[DONE]\n\n")
+            await asyncio.gather(*(fetch(client, "text delay=0.005") for _ in range(5)))
+            with pytest.raises(ProviderError, match="closed before the response ended"):
+                await fetch(client, "truncate")
+            with pytest.raises(ProviderTimeout):
+                await fetch(client, "stall")
+            opened = client.connections_opened
+            await fetch(client)
+            assert client.connections_opened == opened, "kept-alive connection reused"
+            await client.aclose()
+        server_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server_ssl.load_cert_chain(cert, key)
+        async with FakeOpenAIUpstream(ssl=server_ssl) as fake:
+            context = ssl.create_default_context(cafile=cert)
+            client = UpstreamClient(fake.base_url, ssl_context=context)
+            await fetch(client)
+            await fetch(client)
+            assert client.connections_opened == 1
+            await client.aclose()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        assert type(runner.get_loop()).__module__.startswith("uvloop")
+        runner.run(scenarios())

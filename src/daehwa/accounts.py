@@ -106,6 +106,11 @@ class Accounts:
         self._cache[(kind, digest)] = (now + KEY_CACHE_SECONDS, user)
         return user
 
+    def forget(self, user_id: str) -> None:
+        """Drop cached lookups of a deleted user, so their credentials stop at once."""
+        for key in [k for k, (_, user) in self._cache.items() if user.id == user_id]:
+            del self._cache[key]
+
     async def revoke(self, secret: str, *, kind: str = "api") -> None:
         digest = hash_secret(secret)
         self._cache.pop((kind, digest), None)

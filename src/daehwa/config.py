@@ -68,6 +68,8 @@ class ModelSettings(Section):
     # the delay between tokens.
     reply: str = "{input}"
     token_delay: float = Field(0.0, ge=0)
+    # Names of registered tools this model may call (a persona's list wins).
+    tools: list[str] = Field(default_factory=list)
 
     def api_key(self) -> str | None:
         """The API key from the environment variable named by ``api_key_env``."""
@@ -142,6 +144,16 @@ class PersonaSettings(Section):
     first_message: str | None = None
     model: str | None = None
     temperature: float | None = Field(None, ge=0, le=2)
+    tools: list[str] | None = None
+
+
+class ToolsSettings(Section):
+    # Base URL of the weather service for the sample ``get_weather`` tool; empty: no tool.
+    weather_url: str = ""
+    # Seconds one tool call may take.
+    timeout: float = Field(10.0, gt=0)
+    # Model calls answered with tool results, at most, per reply.
+    max_rounds: int = Field(4, ge=0, le=16)
 
 
 def _default_models() -> dict[str, ModelSettings]:
@@ -173,6 +185,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     guard: GuardSettings = Field(default_factory=GuardSettings)
     personas: dict[str, PersonaSettings] = Field(default_factory=dict)
+    tools: ToolsSettings = Field(default_factory=ToolsSettings)
     context: ContextSettings = Field(default_factory=ContextSettings)
 
     @classmethod

@@ -15,10 +15,10 @@ from starlette.responses import FileResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from daehwa.accounts import Accounts
-from daehwa.api import auth, conversations, metrics, openai_compat, ws
-from daehwa.api.deps import AppParts, json_response
-from daehwa.chat.runs import MemoryRunLog, RunRegistry
-from daehwa.chat.service import ChatService, ModelSource
+from daehwa.api import account, auth, conversations, metrics, openai_compat, ws
+from daehwa.api.assembly import assemble
+from daehwa.api.deps import json_response
+from daehwa.chat.generate import ModelSource
 from daehwa.config import Settings
 from daehwa.errors import DaehwaError, InvalidInput
 from daehwa.store.base import Store
@@ -104,34 +104,10 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        own_store = store is None
-        if store is None:
-            from daehwa.store import open_store
-
-            active_store = await open_store(settings)
-        else:
-            active_store = store
-        registry = None
-        if models is None:
-            from daehwa.llm.registry import ModelRegistry
-
-            registry = ModelRegistry(settings)
-        runs = RunRegistry(MemoryRunLog(ttl=settings.runs.log_ttl))
-        try:
-            interrupted = await active_store.mark_interrupted()
-            if interrupted:
-                log.warning("%d replies were interrupted by a previous shutdown", interrupted)
-            accounts = Accounts(active_store, session_days=settings.auth.session_days)
-            service = ChatService(settings, active_store, models or registry, runs)  # type: ignore[arg-type]
-            app.state.parts = AppParts(settings, active_store, accounts, service)
-            await bootstrap_user(settings, accounts, say)
+        async with assemble(settings, store=store, models=models) as app_parts:
+            app.state.parts = app_parts
+            await bootstrap_user(settings, app_parts.accounts, say)
             yield
-        finally:
-            await runs.aclose()
-            if registry is not None:
-                await registry.aclose()
-            if own_store:
-                await active_store.aclose()
 
     app = FastAPI(
         title="daehwa", version="0.1.0", lifespan=lifespan, docs_url="/docs", redoc_url=None
@@ -144,6 +120,7 @@ def create_app(
 
     app.include_router(auth.router)
     app.include_router(conversations.router)
+    app.include_router(account.router)
     app.include_router(metrics.router)
     app.include_router(ws.router)
     app.include_router(openai_compat.router)

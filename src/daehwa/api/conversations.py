@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -17,10 +18,13 @@ from daehwa.api.deps import (
     read_json,
 )
 from daehwa.api.sse import EventStreamResponse
-from daehwa.errors import InvalidInput, NotFound
+from daehwa.chat.export import to_markdown
+from daehwa.errors import ContentBlocked, InvalidInput, NotFound
+from daehwa.events import Envelope, Error
 from daehwa.messages import User
 
 router = APIRouter(prefix="/v1/conversations")
+PREVIEW_CHARS = 120
 Caller = Annotated[User, Depends(current_user)]
 
 
@@ -51,10 +55,24 @@ async def create_conversation(request: Request, user: Caller) -> Response:
 @router.get("")
 async def list_conversations(request: Request, user: Caller) -> Response:
     limit = query_int(request, "limit", default=20, low=1, high=200)
-    page = await parts(request).service.list_conversations(
+    page, previews = await parts(request).service.list_conversations(
         user, limit=limit or 20, before=request.query_params.get("before") or None
     )
-    return json_response(_page(page.items, page.next))
+    items = []
+    for conversation in page.items:
+        item = conversation.to_dict()
+        last = previews.get(conversation.id)
+        item["preview"] = (
+            {
+                "role": last.role.value,
+                "content": last.content[:PREVIEW_CHARS],
+                "status": last.status.value,
+            }
+            if last is not None
+            else None
+        )
+        items.append(item)
+    return json_response({"items": items, "next": page.next})
 
 
 @router.get("/{conversation_id}")
@@ -110,7 +128,13 @@ async def send_message(conversation_id: str, request: Request, user: Caller) -> 
     if "content" not in body:
         raise InvalidInput("content is required", field="content")
     request_id = optional_str(body, "request_id")
-    turn = await service.send(user, conversation_id, body["content"], request_id=request_id)
+    try:
+        turn = await service.send(user, conversation_id, body["content"], request_id=request_id)
+    except ContentBlocked as exc:
+        if not wants_event_stream(request):
+            raise
+        # A streaming client gets the refusal as the stream's one (terminal) event.
+        return EventStreamResponse(_single(Error(exc.code, exc.message)))
     if wants_event_stream(request):
         return EventStreamResponse(service.replay(turn.reply_id, after=0))
     await service.runs.wait(turn.reply_id)
@@ -120,6 +144,30 @@ async def send_message(conversation_id: str, request: Request, user: Caller) -> 
             "user_message": turn.user_message.to_dict(),
             "assistant_message": reply.to_dict() if reply else None,
         }
+    )
+
+
+async def _single(event: Error) -> AsyncIterator[Envelope]:
+    yield Envelope.of(1, event)
+
+
+@router.get("/{conversation_id}/export")
+async def export_conversation(conversation_id: str, request: Request, user: Caller) -> Response:
+    """The whole conversation as JSON (default) or Markdown (``?format=markdown``)."""
+    service = parts(request).service
+    conversation = await service.conversation(user, conversation_id)
+    messages = await service.all_messages(user, conversation_id)
+    kind = request.query_params.get("format", "json")
+    if kind == "markdown":
+        return Response(
+            to_markdown(conversation, messages),
+            media_type="text/markdown; charset=utf-8",
+            headers={"content-disposition": f'attachment; filename="{conversation_id}.md"'},
+        )
+    if kind != "json":
+        raise InvalidInput("format must be json or markdown", field="format")
+    return json_response(
+        {"conversation": conversation.to_dict(), "messages": [m.to_dict() for m in messages]}
     )
 
 

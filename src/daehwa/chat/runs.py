@@ -47,6 +47,14 @@ class RunLog(Protocol):
 
     async def exists(self, run_id: str) -> bool: ...
 
+    async def request_stop(self, run_id: str) -> None:
+        """Ask the instance running ``run_id`` (maybe another one) to stop it."""
+        ...
+
+    def on_stop_request(self, handler: Callable[[str], object]) -> None:
+        """Have ``handler(run_id)`` called for stop requests from other instances."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -113,6 +121,12 @@ class MemoryRunLog:
     async def exists(self, run_id: str) -> bool:
         return run_id in self._logs
 
+    async def request_stop(self, run_id: str) -> None:
+        return None  # one process: every run is local
+
+    def on_stop_request(self, handler: Callable[[str], object]) -> None:
+        return None
+
     async def aclose(self) -> None:
         self._logs.clear()
 
@@ -146,6 +160,7 @@ class RunRegistry:
         self._runs: dict[str, Run] = {}
         # The last run started per conversation, so turns of one conversation run in order.
         self._tails: dict[str, Run] = {}
+        log.on_stop_request(self.stop)
 
     def get(self, run_id: str) -> Run | None:
         return self._runs.get(run_id)
@@ -187,7 +202,7 @@ class RunRegistry:
                 del self._tails[run.conversation_id]
 
     def stop(self, run_id: str) -> bool:
-        """Ask a running reply to stop; returns False when it is not running here."""
+        """Stop a reply running in this process; returns False when it is not running here."""
         run = self._runs.get(run_id)
         if run is None or run.task is None or run.task.done():
             return False

@@ -2,40 +2,44 @@
 
 ``ChatService`` is the one orchestrator: transports call it, and it alone
 calls the store, the context builder, the content filter and the models.
+A turn: check the owner → screen the input → store the user message → start a
+run that builds the context, streams the (filtered) answer and stores the reply
+with its final status, whatever happens.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import weakref
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-from daehwa.chat.reply import Outcome, ReplyText, stored_events
+from daehwa.chat.generate import ModelSource, ReplyStreamer
+from daehwa.chat.personas import RenderedPersona, render_persona
+from daehwa.chat.reply import Outcome, model_order, stored_events
 from daehwa.chat.runs import Run, RunRegistry
 from daehwa.chat.stats import TurnStats
+from daehwa.chat.tools import ToolRegistry
 from daehwa.config import Settings
 from daehwa.context.builder import BuiltContext, ContextBuilder
-from daehwa.errors import InvalidInput, NotFound, ProviderTimeout
-from daehwa.events import Delta, Done, Envelope, Error, Meta, Step
-from daehwa.llm.base import ChatModel, Chunk, GenerationParams
-from daehwa.messages import Conversation, Message, MessageStatus, Role, Usage, User, new_id
+from daehwa.errors import ContentBlocked, InvalidInput, NotFound
+from daehwa.events import Envelope, Error, Meta, Step
+from daehwa.guard import ContentGuard
+from daehwa.llm.base import GenerationParams
+from daehwa.messages import Conversation, Message, MessageStatus, Role, User, new_id
 from daehwa.store.base import Page, Store
+
+__all__ = ["ChatService", "ModelSource", "TurnStart"]
 
 log = logging.getLogger(__name__)
 
 # How many recent messages the context builder sees; older ones live in the summary.
 HISTORY_LIMIT = 400
-# Seconds between writes of a growing reply to the store while it streams.
-CHECKPOINT_INTERVAL = 2.0
-
-
-class ModelSource(Protocol):
-    """Where the service gets a configured model by name."""
-
-    def get(self, name: str) -> ChatModel: ...
+# How long a stop request waits for a reply running on another instance to end.
+STOP_WAIT_SECONDS = 10.0
 
 
 @dataclass(slots=True, frozen=True)
@@ -56,15 +60,22 @@ class ChatService:
         store: Store,
         models: ModelSource,
         runs: RunRegistry,
+        *,
         context: ContextBuilder | None = None,
+        guard: ContentGuard | None = None,
+        tools: ToolRegistry | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.models = models
         self.runs = runs
         self.context = context or ContextBuilder()
+        self.guard = guard
+        self.tools = tools
         self.stats = TurnStats()
+        self.streamer = ReplyStreamer(settings, store, models, self.stats, guard, tools)
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._upkeep: set[asyncio.Task[None]] = set()
 
     # -- conversations -------------------------------------------------------
 
@@ -75,6 +86,14 @@ class ChatService:
             raise NotFound(f"conversation {conversation_id} not found")
         return conversation
 
+    def persona(self, conversation: Conversation) -> RenderedPersona | None:
+        if conversation.persona is None:
+            return None
+        settings = self.settings.personas.get(conversation.persona)
+        if settings is None:
+            raise InvalidInput(f"persona {conversation.persona!r} is no longer configured")
+        return render_persona(settings, conversation.variables, name=conversation.persona)
+
     async def create_conversation(
         self,
         user: User,
@@ -84,24 +103,49 @@ class ChatService:
         variables: dict[str, str] | None = None,
         model: str | None = None,
     ) -> Conversation:
+        """A new conversation; with a persona that speaks first, its first message is stored."""
         if model is not None and model not in self.settings.models:
             raise InvalidInput(f"unknown model {model!r}", field="model")
-        if persona is not None and persona not in self.settings.personas:
-            raise InvalidInput(f"unknown persona {persona!r}", field="persona")
-        conversation = Conversation(
-            id=new_id(),
-            user_id=user.id,
-            title=title,
-            persona=persona,
-            variables=dict(variables or {}),
-            model=model,
+        rendered = None
+        if persona is not None:
+            if persona not in self.settings.personas:
+                raise InvalidInput(f"unknown persona {persona!r}", field="persona")
+            rendered = render_persona(
+                self.settings.personas[persona], variables or {}, name=persona
+            )
+        elif variables:
+            raise InvalidInput("variables need a persona", field="variables")
+        conversation = await self.store.create_conversation(
+            Conversation(
+                id=new_id(),
+                user_id=user.id,
+                title=title or (self.settings.personas[persona].title if persona else ""),
+                persona=persona,
+                variables=dict(variables or {}),
+                model=model or (rendered.model if rendered else None),
+            )
         )
-        return await self.store.create_conversation(conversation)
+        if rendered is not None and rendered.first_message:
+            await self.store.append_message(
+                Message(
+                    Role.ASSISTANT,
+                    rendered.first_message,
+                    id=new_id(),
+                    conversation_id=conversation.id,
+                    model=self.model_name(conversation),
+                    metadata={"first_message": True},
+                )
+            )
+        return conversation
 
     async def list_conversations(
         self, user: User, *, limit: int, before: str | None
-    ) -> Page[Conversation]:
-        return await self.store.list_conversations(user.id, limit=limit, before=before)
+    ) -> tuple[Page[Conversation], dict[str, Message]]:
+        """The user's conversations, newest first, with each one's last message (the preview)."""
+        page = await self.store.list_conversations(user.id, limit=limit, before=before)
+        lasts = await asyncio.gather(*(self.store.last_message(c.id) for c in page.items))
+        previews = {c.id: m for c, m in zip(page.items, lasts, strict=True) if m is not None}
+        return page, previews
 
     async def rename(self, user: User, conversation_id: str, title: str) -> Conversation:
         await self.conversation(user, conversation_id)
@@ -119,6 +163,19 @@ class ChatService:
         await self.conversation(user, conversation_id)
         return await self.store.list_messages(conversation_id, **query)
 
+    async def all_messages(self, user: User, conversation_id: str) -> list[Message]:
+        """Every message of the conversation, oldest first (for export)."""
+        await self.conversation(user, conversation_id)
+        pages: list[list[Message]] = []
+        before: int | None = None
+        while True:
+            page = await self.store.list_messages(conversation_id, limit=500, before=before)
+            pages.append(page.items)
+            if page.next is None or not page.items:
+                break
+            before = page.items[0].seq
+        return [m for items in reversed(pages) for m in items]
+
     async def message(self, user: User, conversation_id: str, message_id: str) -> Message:
         await self.conversation(user, conversation_id)
         message = await self.store.get_message(message_id)
@@ -126,8 +183,14 @@ class ChatService:
             raise NotFound(f"message {message_id} not found")
         return message
 
+    async def search(self, user: User, query: str, *, limit: int = 20) -> list[Message]:
+        """The user's own messages containing ``query``."""
+        if not query.strip():
+            raise InvalidInput("q must not be empty", field="q")
+        return await self.store.search_messages(user.id, query.strip(), limit=limit)
+
     async def next_context(self, user: User, conversation_id: str) -> BuiltContext:
-        """What the model would receive if the user's next message were empty."""
+        """What the model would receive next (the history as it stands)."""
         conversation = await self.conversation(user, conversation_id)
         return await self._build_context(conversation, before=None)
 
@@ -155,9 +218,10 @@ class ChatService:
         """Store the user's message and start the reply's run.
 
         A ``request_id`` already used in this conversation returns the turn it
-        started, without a second message or model call.
+        started, without a second message or model call. A message the content
+        filter blocks is stored with status ``blocked`` and raises ContentBlocked.
         """
-        content = self.check_content(content)
+        text = self.check_content(content)
         if request_id is not None and (not request_id or len(request_id) > 200):
             raise InvalidInput("request_id must be 1 to 200 characters", field="request_id")
         conversation = await self.conversation(user, conversation_id)
@@ -168,51 +232,83 @@ class ChatService:
             if request_id is not None:
                 earlier = await self.store.find_by_request_id(conversation_id, request_id)
                 if earlier is not None:
+                    if earlier.status is MessageStatus.BLOCKED:
+                        raise ContentBlocked(str(earlier.metadata.get("blocked", "blocked")))
                     return TurnStart(
                         conversation_id, earlier, str(earlier.metadata.get("reply_id", ""))
                     )
-            model_name = self.model_name(conversation)
-            reply_id = new_id()
-            user_message = await self.store.append_message(
-                Message(
-                    Role.USER,
-                    content,
-                    id=new_id(),
-                    conversation_id=conversation_id,
-                    request_id=request_id,
-                    metadata={"reply_id": reply_id},
-                )
-            )
-            reply = await self.store.append_message(
-                Message(
-                    Role.ASSISTANT,
-                    "",
-                    id=reply_id,
-                    conversation_id=conversation_id,
-                    status=MessageStatus.STREAMING,
-                    model=model_name,
-                    request_id=request_id,
-                    metadata={"reply_to": user_message.id},
-                )
-            )
+            if self.guard is not None:
+                verdict = await self.guard.screen_input_async(text)
+                if verdict.blocked:
+                    self.stats.blocked_inputs += 1
+                    error = verdict.error()
+                    await self.store.append_message(
+                        Message(
+                            Role.USER,
+                            text,
+                            id=new_id(),
+                            conversation_id=conversation_id,
+                            status=MessageStatus.BLOCKED,
+                            request_id=request_id,
+                            metadata={"blocked": error.message},
+                        )
+                    )
+                    raise error
+                text = verdict.text
+            return await self._start_turn(conversation, text, request_id)
 
-            async def body(run: Run) -> None:
-                await self._answer(run, conversation, user_message, reply, model_name)
+    async def _start_turn(
+        self, conversation: Conversation, text: str, request_id: str | None
+    ) -> TurnStart:
+        model_name = self.model_name(conversation)
+        reply_id = new_id()
+        user_message = await self.store.append_message(
+            Message(
+                Role.USER,
+                text,
+                id=new_id(),
+                conversation_id=conversation.id,
+                request_id=request_id,
+                metadata={"reply_id": reply_id},
+            )
+        )
+        reply = await self.store.append_message(
+            Message(
+                Role.ASSISTANT,
+                "",
+                id=reply_id,
+                conversation_id=conversation.id,
+                status=MessageStatus.STREAMING,
+                model=model_name,
+                request_id=request_id,
+                metadata={"reply_to": user_message.id},
+            )
+        )
 
-            await self.runs.start(reply.id, conversation_id, body)
-        return TurnStart(conversation_id, user_message, reply.id)
+        async def body(run: Run) -> None:
+            await self._answer(run, conversation, user_message, reply, model_name)
+
+        await self.runs.start(reply.id, conversation.id, body)
+        return TurnStart(conversation.id, user_message, reply.id)
 
     async def stop(self, user: User, conversation_id: str, message_id: str) -> Message:
         """Stop a running reply; it is kept with status ``stopped``."""
         message = await self.message(user, conversation_id, message_id)
         if message.role is not Role.ASSISTANT:
             raise NotFound(f"reply {message_id} not found")
+        if message.status is not MessageStatus.STREAMING:
+            return message
         if self.runs.stop(message_id):
             await self.runs.wait(message_id)
-            stopped = await self.store.get_message(message_id)
-            if stopped is not None:
-                return stopped
-        return message
+        else:
+            # Running on another instance (shared run log): ask it, then wait for the end.
+            await self.runs.log.request_stop(message_id)
+            with contextlib.suppress(TimeoutError, NotFound):
+                async with asyncio.timeout(STOP_WAIT_SECONDS):
+                    async for _ in self.replay(message_id):
+                        pass
+        stopped = await self.store.get_message(message_id)
+        return stopped if stopped is not None else message
 
     async def replay(self, reply_id: str, *, after: int = 0) -> AsyncIterator[Envelope]:
         """A reply's events after ``after``: from its run log while it lives, then live.
@@ -239,11 +335,37 @@ class ChatService:
     ) -> BuiltContext:
         page = await self.store.list_messages(conversation.id, limit=HISTORY_LIMIT, before=before)
         model = self.settings.models[self.model_name(conversation)]
-        return await self.context.build(
-            system_prompt=self.settings.chat.system_prompt,
+        persona = self.persona(conversation)
+        built = await self.context.build(
+            system_prompt=persona.system_prompt if persona else self.settings.chat.system_prompt,
             conversation=conversation,
             history=page.items,
             model=model,
+        )
+        built.messages = model_order(built.messages)
+        return built
+
+    def _params(
+        self,
+        conversation: Conversation | None,
+        model_name: str,
+        max_new_tokens: int,
+        request_id: str | None,
+    ) -> GenerationParams:
+        model = self.settings.models[model_name]
+        persona = self.persona(conversation) if conversation is not None else None
+        temperature = persona.temperature if persona and persona.temperature is not None else None
+        tool_names = model.tools
+        if conversation is not None and conversation.persona is not None:
+            chosen = self.settings.personas[conversation.persona].tools
+            tool_names = chosen if chosen is not None else tool_names
+        tools = self.tools.specs(tool_names) if self.tools is not None and tool_names else ()
+        return GenerationParams(
+            max_new_tokens=max_new_tokens,
+            temperature=temperature if temperature is not None else model.temperature,
+            request_id=request_id,
+            cache_key=conversation.id if conversation is not None else None,
+            tools=tools,
         )
 
     async def _answer(
@@ -255,6 +377,7 @@ class ChatService:
         model_name: str,
     ) -> None:
         outcome = Outcome()
+        built: BuiltContext | None = None
         try:
             await run.emit(
                 Meta(
@@ -264,22 +387,19 @@ class ChatService:
             if run.stop_requested:
                 raise asyncio.CancelledError
             built = await self._build_context(conversation, before=reply.seq)
-            await run.emit(
-                Step(
-                    "context",
-                    {
-                        "messages": len(built.messages),
-                        "input_tokens": built.input_tokens,
-                        "max_new_tokens": built.max_new_tokens,
-                        "limit": built.limit,
-                        **built.steps,
-                    },
-                )
-            )
+            await run.emit(Step("context", _context_detail(built)))
             params = self._params(
-                model_name, built.max_new_tokens, user_message.request_id, conversation.id
+                conversation, model_name, built.max_new_tokens, user_message.request_id
             )
-            await self._generate(run, model_name, built.messages, params, outcome, reply.id)
+            await self.streamer.generate(
+                run,
+                model_name,
+                built.messages,
+                params,
+                outcome,
+                reply_id=reply.id,
+                conversation_id=conversation.id,
+            )
         except asyncio.CancelledError:
             outcome.cancelled(run.stop_requested)
             await asyncio.shield(self._finish(run, reply, outcome))
@@ -289,41 +409,16 @@ class ChatService:
         except Exception as exc:
             outcome.fail(exc, reply.id)
         await asyncio.shield(self._finish(run, reply, outcome))
+        if built is not None:
+            self._schedule_upkeep(conversation, built)
 
-    def _params(
-        self, model_name: str, max_new_tokens: int, request_id: str | None, cache_key: str | None
-    ) -> GenerationParams:
-        return GenerationParams(
-            max_new_tokens=max_new_tokens,
-            temperature=self.settings.models[model_name].temperature,
-            request_id=request_id,
-            cache_key=cache_key,
+    def _schedule_upkeep(self, conversation: Conversation, built: BuiltContext) -> None:
+        """Summary and embeddings after the reply, off its critical path."""
+        task = asyncio.create_task(
+            self.context.after_turn(conversation=conversation, built=built, store=self.store)
         )
-
-    async def _generate(
-        self,
-        run: Run,
-        model_name: str,
-        messages: Sequence[Message],
-        params: GenerationParams,
-        outcome: Outcome,
-        checkpoint_id: str | None,
-    ) -> None:
-        """Stream the model's answer as events into ``outcome``; a fallback if none starts."""
-        await run.emit(Step("generate", {"model": model_name}))
-        model = self.models.get(model_name)
-        try:
-            outcome.finish, outcome.usage = await self._stream(
-                run, checkpoint_id, model, messages, params, outcome.text
-            )
-            outcome.status = MessageStatus.COMPLETE
-        except _NoFirstToken:
-            # Nothing reached the client yet, so a fallback reply is honest and visible.
-            log.warning("no first token from %s within the deadline; fallback reply", model_name)
-            fallback = self.settings.resilience.fallback_reply
-            outcome.text.add(fallback)
-            await run.emit(Delta(fallback))
-            outcome.status, outcome.finish = MessageStatus.FALLBACK, "fallback"
+        self._upkeep.add(task)
+        task.add_done_callback(self._upkeep.discard)
 
     async def complete(
         self,
@@ -344,15 +439,21 @@ class ChatService:
         for message in messages:
             if message.role is Role.USER:
                 self.check_content(message.content)
+                if self.guard is not None:
+                    verdict = await self.guard.screen_input_async(message.content)
+                    if verdict.blocked:
+                        self.stats.blocked_inputs += 1
+                        raise verdict.error()
+                    message.content = verdict.text
         limit = max_new_tokens or self.settings.models[model_name].max_new_tokens
-        params = self._params(model_name, limit, None, None)
+        params = self._params(None, model_name, limit, None)
         run_id = new_id()
 
         async def body(run: Run) -> None:
             outcome = Outcome()
             try:
                 await run.emit(Meta("", "", run.id, model_name, None))
-                await self._generate(run, model_name, messages, params, outcome, None)
+                await self.streamer.generate(run, model_name, messages, params, outcome)
             except asyncio.CancelledError:
                 outcome.cancelled(run.stop_requested)
                 await asyncio.shield(self._emit_final(run, run.id, model_name, outcome))
@@ -366,66 +467,9 @@ class ChatService:
         await self.runs.start(run_id, f"completion-{run_id}", body)
         return run_id
 
-    async def _stream(
-        self,
-        run: Run,
-        checkpoint_id: str | None,
-        model: ChatModel,
-        messages: Sequence[Message],
-        params: GenerationParams,
-        reply_text: ReplyText,
-    ) -> tuple[str | None, Usage | None]:
-        """Relay the model's chunks as events; returns (finish_reason, usage).
-
-        Raises :class:`_NoFirstToken` when nothing arrived within the first-token
-        deadline, and :class:`ProviderTimeout` when the stream stalls after that.
-        """
-        resilience = self.settings.resilience
-        loop = asyncio.get_running_loop()
-        finish: str | None = None
-        usage: Usage | None = None
-        answered = False
-        started = loop.time()
-        next_checkpoint = loop.time() + CHECKPOINT_INTERVAL
-        chunks = model.stream(messages, params)
-        try:
-            async with asyncio.timeout_at(loop.time() + resilience.first_token_timeout) as deadline:
-                async for chunk in chunks:
-                    if not answered and (chunk.text or chunk.reasoning or chunk.tool_calls):
-                        answered = True
-                        self.stats.first_token(loop.time() - started)
-                    if answered:
-                        # One timer for the whole stream, moved on each chunk: no per-token task.
-                        deadline.reschedule(loop.time() + resilience.stall_timeout)
-                    await self._relay(run, chunk, reply_text)
-                    if chunk.finish_reason is not None:
-                        finish = chunk.finish_reason
-                    if chunk.usage is not None:
-                        usage = chunk.usage
-                    if checkpoint_id and reply_text.started and loop.time() >= next_checkpoint:
-                        next_checkpoint = loop.time() + CHECKPOINT_INTERVAL
-                        await self.store.update_message(checkpoint_id, content=reply_text.value)
-        except TimeoutError:
-            if not answered:
-                raise _NoFirstToken from None
-            raise ProviderTimeout(
-                f"the model sent nothing for {resilience.stall_timeout:g} s", provider=model.name
-            ) from None
-        finally:
-            aclose = getattr(chunks, "aclose", None)
-            if aclose is not None:
-                await aclose()
-        return finish, usage
-
-    async def _relay(self, run: Run, chunk: Chunk, reply_text: ReplyText) -> None:
-        if chunk.reasoning:
-            await run.emit(Step("reasoning", chunk.reasoning))
-        if chunk.text:
-            reply_text.add(chunk.text)
-            await run.emit(Delta(chunk.text))
-
     async def _finish(self, run: Run, reply: Message, outcome: Outcome) -> None:
         """Store the reply with its final status, then send the terminal event."""
+        await self.streamer.release_held_text(run, outcome)
         metadata: dict[str, Any] = dict(reply.metadata)
         if outcome.finish:
             metadata["finish_reason"] = outcome.finish
@@ -437,6 +481,7 @@ class ChatService:
                 content=outcome.text.value,
                 status=outcome.status,
                 usage=outcome.usage,
+                tool_calls=outcome.tool_calls or None,
                 metadata=metadata,
             )
         except NotFound:
@@ -448,13 +493,23 @@ class ChatService:
         await self._emit_final(run, reply.id, reply.model or "", outcome)
 
     async def _emit_final(self, run: Run, message_id: str, model: str, outcome: Outcome) -> None:
-        usage = outcome.usage or Usage()
-        self.stats.reply_finished(model, outcome.status.value, usage.completion_tokens)
-        if outcome.failure is not None:
-            await run.emit(outcome.failure)
-        else:
-            await run.emit(Done(message_id, outcome.status.value, outcome.finish, usage.to_dict()))
+        await self.streamer.release_held_text(run, outcome)
+        self.stats.reply_finished(
+            model, outcome.status.value, outcome.usage.completion_tokens if outcome.usage else 0
+        )
+        await run.emit(outcome.terminal_event(message_id))
+
+    async def aclose(self) -> None:
+        """Wait briefly for background upkeep (summaries, embeddings) to finish."""
+        if self._upkeep:
+            await asyncio.wait(self._upkeep, timeout=5.0)
 
 
-class _NoFirstToken(Exception):
-    """No chunk arrived before the first-token deadline."""
+def _context_detail(built: BuiltContext) -> dict[str, Any]:
+    return {
+        "messages": len(built.messages),
+        "input_tokens": built.input_tokens,
+        "max_new_tokens": built.max_new_tokens,
+        "limit": built.limit,
+        **built.steps,
+    }

@@ -1,0 +1,150 @@
+"""Run event logs in Redis Streams, so any instance can resume any reply.
+
+Keys (every one expires):
+
+* ``{prefix}:run:{id}`` — the stream of events; entry id ``0-<seq>``, fields
+  ``t`` (type) and ``d`` (JSON data). It expires ``ttl`` seconds after the run
+  finishes, and at the latest ``RUNNING_TTL`` after it started.
+* ``{prefix}:run:{id}:state`` — ``running`` or ``finished``, same lifetimes.
+
+Stop requests travel on the channel ``{prefix}:run-stop``: the instance running
+the reply stops it, wherever the request arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from daehwa.errors import NotFound, StoreError
+from daehwa.events import Envelope
+
+log = logging.getLogger(__name__)
+
+# The longest a reply may run before its log expires anyway (a crashed instance's logs too).
+RUNNING_TTL = 3600
+BLOCK_MS = 5000
+
+
+class RedisRunLog:
+    """A :class:`~daehwa.chat.runs.RunLog` shared by every instance through Redis."""
+
+    def __init__(
+        self, client: aioredis.Redis, *, prefix: str = "daehwa", ttl: float = 600.0
+    ) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.ttl = max(1, int(ttl))
+        self._stop_handlers: list[Callable[[str], object]] = []
+        self._listener: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def connect(cls, url: str, *, prefix: str = "daehwa", ttl: float = 600.0) -> RedisRunLog:
+        client = aioredis.Redis.from_url(url, max_connections=2000)
+        try:
+            await client.ping()
+        except RedisError as exc:
+            await client.aclose()
+            raise StoreError(f"cannot reach Redis for [runs] at {url}: {exc}") from exc
+        return cls(client, prefix=prefix, ttl=ttl)
+
+    def _key(self, run_id: str) -> str:
+        return f"{self.prefix}:run:{run_id}"
+
+    @property
+    def stop_channel(self) -> str:
+        return f"{self.prefix}:run-stop"
+
+    async def open(self, run_id: str) -> None:
+        await self.client.set(self._key(run_id) + ":state", "running", ex=RUNNING_TTL)
+
+    async def append(self, run_id: str, envelope: Envelope) -> None:
+        key = self._key(run_id)
+        fields: dict[Any, Any] = {"t": envelope.type, "d": orjson.dumps(envelope.data)}
+        if envelope.seq == 1:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.xadd(key, fields, id=f"0-{envelope.seq}")
+                pipe.expire(key, RUNNING_TTL)
+                await pipe.execute()
+        else:
+            await self.client.xadd(key, fields, id=f"0-{envelope.seq}")
+
+    async def follow(self, run_id: str, after: int = 0) -> AsyncIterator[Envelope]:
+        key = self._key(run_id)
+        last = max(after, 0)
+        entries: Any = await self.client.xrange(key, min=f"(0-{last}" if last else "-", max="+")
+        if not entries and not await self.exists(run_id):
+            raise NotFound(f"no event log for message {run_id}")
+        while True:
+            for entry_id, fields in entries:
+                envelope = _envelope(entry_id, fields)
+                last = envelope.seq
+                yield envelope
+                if envelope.terminal:
+                    return
+            if await self.client.get(key + ":state") != b"running":
+                # Finished (or gone): whatever is left is all there will be.
+                entries = await self.client.xrange(key, min=f"(0-{last}", max="+")
+                if not entries:
+                    return
+                continue
+            response: Any = await self.client.xread({key: f"0-{last}"}, block=BLOCK_MS, count=500)
+            entries = response[0][1] if response else []
+
+    async def finish(self, run_id: str) -> None:
+        key = self._key(run_id)
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.expire(key, self.ttl)
+            pipe.set(key + ":state", "finished", ex=self.ttl)
+            await pipe.execute()
+
+    async def exists(self, run_id: str) -> bool:
+        return bool(await self.client.exists(self._key(run_id) + ":state", self._key(run_id)))
+
+    async def request_stop(self, run_id: str) -> None:
+        """Ask whichever instance runs ``run_id`` to stop it."""
+        await self.client.publish(self.stop_channel, run_id)
+
+    def on_stop_request(self, handler: Callable[[str], object]) -> None:
+        """Call ``handler(run_id)`` for every stop request (from any instance)."""
+        self._stop_handlers.append(handler)
+        if self._listener is None:
+            self._listener = asyncio.create_task(self._listen())
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async with self.client.pubsub() as pubsub:
+                    await pubsub.subscribe(self.stop_channel)
+                    async for message in pubsub.listen():
+                        if message.get("type") != "message":
+                            continue
+                        run_id = message["data"].decode()
+                        for handler in self._stop_handlers:
+                            handler(run_id)
+            except RedisError as exc:
+                log.warning("stop-request listener lost Redis (%s); reconnecting", exc)
+                await asyncio.sleep(1.0)
+
+    async def aclose(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        await self.client.aclose()
+
+
+def _entry_seq(entry_id: bytes | str) -> int:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return int(text.split("-")[1])
+
+
+def _envelope(entry_id: bytes | str, fields: Any) -> Envelope:
+    return Envelope(_entry_seq(entry_id), fields[b"t"].decode(), orjson.loads(fields[b"d"]))

@@ -84,6 +84,7 @@ async def make_server(tmp_path: Path) -> AsyncIterator[ServerFactory]:
     async def start(
         models: dict[str, ChatModel] | None = None,
         store_url: str | None = None,
+        model_options: dict[str, dict[str, Any]] | None = None,
         **overrides: Any,
     ) -> Server:
         chosen = StaticModels(
@@ -92,7 +93,10 @@ async def make_server(tmp_path: Path) -> AsyncIterator[ServerFactory]:
         config: dict[str, Any] = {
             "server": {"data_dir": str(tmp_path / "data"), "bootstrap_user": None},
             "store": {"url": store_url or f"sqlite+aiosqlite:///{tmp_path / 'api.db'}"},
-            "models": {name: {"provider": "scripted"} for name in chosen},
+            "models": {
+                name: {"provider": "scripted", **(model_options or {}).get(name, {})}
+                for name in chosen
+            },
             "chat": {"default_model": next(iter(chosen))},
         }
         for section, values in overrides.items():

@@ -535,3 +535,37 @@ def test_from_settings_takes_the_resilience_section() -> None:
     assert (wrapped.budget, wrapped.attempt_timeout) == (6.0, 4.0)
     assert wrapped.guard is guard
     assert wrapped.route_names == ["a", "b"]
+
+
+async def test_wrap_models_follows_the_configured_fallbacks() -> None:
+    from daehwa.config import Settings
+    from daehwa.llm.resilience import UpstreamGuards, wrap_models
+
+    settings = Settings(
+        models={
+            "glm": {
+                "provider": "openai",
+                "base_url": "https://api.z.ai/v4",
+                "fallbacks": ["air", "local"],
+            },
+            "air": {"provider": "openai", "base_url": "https://api.z.ai/v4/"},
+            "local": {"provider": "scripted"},
+        },
+        chat={"default_model": "glm"},
+        resilience={"max_attempts": 2, "first_token_timeout": 3},
+    )
+    bare = {name: PlannedModel(name, Call(error=unavailable())) for name in settings.models}
+    bare["local"] = PlannedModel("local", Call(pieces=["로컬"]))
+    guards = UpstreamGuards(settings.resilience)
+    wrapped = wrap_models(bare, settings, guards)
+    assert wrapped["glm"].route_names == ["glm", "air", "local"]
+    assert wrapped["air"].route_names == ["air"]
+    assert wrapped["glm"].guard is wrapped["air"].guard  # one upstream, one breaker
+    assert wrapped["glm"].guard is not wrapped["local"].guard
+    assert (wrapped["glm"].policy.max_attempts, wrapped["glm"].budget) == (2, 3.0)
+    assert text(await collect(wrapped["glm"])) == "로컬"
+    assert (bare["glm"].calls, bare["air"].calls, bare["local"].calls) == (2, 2, 1)
+    assert guards.states() == {"https://api.z.ai/v4": "closed", "scripted": "closed"}
+    for model in wrapped.values():
+        await model.aclose()
+    assert [bare[n].closed_models for n in ("glm", "air", "local")] == [1, 1, 1]

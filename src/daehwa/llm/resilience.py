@@ -29,10 +29,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from daehwa.config import ResilienceSettings
+from daehwa.config import ResilienceSettings, Settings
 from daehwa.errors import Busy, CircuitOpen, DaehwaError, ProviderError, ProviderTimeout
 from daehwa.llm.base import ChatModel, Chunk, GenerationParams
 from daehwa.llm.breaker import Permit
@@ -40,7 +40,7 @@ from daehwa.llm.retry import RetryPolicy, is_retryable
 from daehwa.llm.upstreams import UpstreamGuard, UpstreamGuards, upstream_key
 from daehwa.messages import Message
 
-__all__ = ["ResilientModel", "UpstreamGuard", "UpstreamGuards", "upstream_key"]
+__all__ = ["ResilientModel", "UpstreamGuard", "UpstreamGuards", "upstream_key", "wrap_models"]
 
 log = logging.getLogger(__name__)
 
@@ -291,3 +291,31 @@ class ResilientModel:
             await attempt.end(_FAILURE if slow else _NEUTRAL)
             raise
         return attempt
+
+
+def wrap_models(
+    models: Mapping[str, ChatModel], settings: Settings, guards: UpstreamGuards
+) -> dict[str, ResilientModel]:
+    """Wrap every configured model, with the fallbacks its ``[models.NAME]`` section lists.
+
+    Models on one upstream (see :func:`upstream_key`) share one guard from
+    ``guards``. Closing each wrapper closes each bare model exactly once.
+    """
+    config = settings.resilience
+    alone = {
+        name: ResilientModel.from_settings(
+            model, config, guard=guards.get(upstream_key(settings.models[name]))
+        )
+        for name, model in models.items()
+    }
+    wrapped: dict[str, ResilientModel] = {}
+    for name, model in alone.items():
+        fallbacks = [alone[other] for other in settings.models[name].fallbacks]
+        wrapped[name] = (
+            ResilientModel.from_settings(
+                model.model, config, guard=model.guard, fallbacks=fallbacks
+            )
+            if fallbacks
+            else model
+        )
+    return wrapped

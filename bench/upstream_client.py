@@ -4,8 +4,11 @@ The fake OpenAI-compatible upstream runs in a child process (so its CPU is not
 counted) and streams ``--tokens`` events to each of ``--streams`` concurrent
 requests, ``--delay`` seconds apart, one event per write like a real upstream.
 This process reads them with each client in turn and reports the CPU time it
-spent (``time.process_time``) per event. Modes:
+spent (``time.process_time``) per event, and the fake's own CPU per event
+(from /proc, to size load tests that use it). Modes:
 
+- ``floor``: a bare protocol that only counts events as they arrive, with no
+  HTTP parsing and no reader task: what the event loop alone costs per read;
 - ``bytes``: read the body only;
 - ``sse``: read the body and split it into SSE events (the real relay path);
 - ``model``: the whole :class:`daehwa.llm.openai.OpenAIModel` stream, JSON and all
@@ -14,6 +17,7 @@ spent (``time.process_time``) per event. Modes:
 Run from the repository root::
 
     .venv/bin/python -m bench.upstream_client --streams 100 --tokens 300 --delay 0.01
+    .venv/bin/python -m bench.upstream_client --uvloop   # on uvloop, as under uvicorn
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -57,6 +62,52 @@ def start_fake() -> tuple[subprocess.Popen[str], str]:
     )
     assert proc.stdout is not None
     return proc, proc.stdout.readline().strip()
+
+
+def child_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a child process; 0 where /proc is missing."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class _Floor(asyncio.Protocol):
+    """Counts events in data_received, nothing else: the event loop's own cost per read."""
+
+    def __init__(self, done: asyncio.Future[tuple[int, int]]) -> None:
+        self.done = done
+        self.events = self.reads = 0
+
+    def data_received(self, data: bytes) -> None:
+        self.reads += 1
+        self.events += data.count(b"\n\n")
+        if data.endswith(b"0\r\n\r\n") and not self.done.done():
+            self.done.set_result((self.events, self.reads))
+
+
+async def run_floor(base_url: str, body: bytes, streams: int) -> Result:
+    """The loop's floor: a raw protocol per stream, no HTTP parsing, no reader task."""
+    parts = urlsplit(base_url)
+    head = (
+        f"POST {parts.path}/chat/completions HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    loop = asyncio.get_running_loop()
+
+    async def one() -> tuple[int, int]:
+        done: asyncio.Future[tuple[int, int]] = loop.create_future()
+        transport, _ = await loop.create_connection(
+            lambda: _Floor(done), parts.hostname or "127.0.0.1", parts.port or 80
+        )
+        transport.write(head + body)
+        try:
+            return await done
+        finally:
+            transport.close()
+
+    return await measure(one, streams)
 
 
 async def run_aiohttp(base_url: str, body: bytes, streams: int, sse: bool) -> Result:
@@ -140,6 +191,7 @@ async def main() -> None:
     try:
         print(f"{args.streams} streams x {args.tokens} events, {args.delay * 1000:g} ms apart")
         runs: dict[str, Callable[[], Awaitable[Result]]] = {
+            "asyncio floor": lambda: run_floor(base_url, body, args.streams),
             "aiohttp bytes": lambda: run_aiohttp(base_url, body, args.streams, False),
             "daehwa  bytes": lambda: run_daehwa(base_url, body, args.streams, False),
             "aiohttp sse": lambda: run_aiohttp(base_url, body, args.streams, True),
@@ -147,10 +199,15 @@ async def main() -> None:
             "daehwa  model": lambda: run_model(base_url, args.tokens, args.delay, args.streams),
         }
         results: dict[str, list[Result]] = {name: [] for name in runs}
+        fake_cpu = fake_events = 0.0
         # Rounds interleave the clients, so a burst of load elsewhere hits all of them.
         for _ in range(args.rounds):
             for name, run in runs.items():
-                results[name].append(await run())
+                before = child_cpu(proc.pid)
+                row = await run()
+                fake_cpu += child_cpu(proc.pid) - before
+                fake_events += row[1] * (args.streams + 1) / args.streams  # + the warm-up
+                results[name].append(row)
         for name, rows in results.items():
             per_event = sorted(cpu / events * 1e6 for cpu, events, _ in rows)
             reads = sum(r for _, _, r in rows) / sum(e for _, e, _ in rows)
@@ -159,6 +216,8 @@ async def main() -> None:
                 f"{name:14} median {statistics.median(per_event):5.1f} µs CPU/event "
                 f"[{shown}]" + (f", {reads:.2f} reads/event" if reads else "")
             )
+        if fake_cpu:
+            print(f"the fake upstream itself: {fake_cpu / fake_events * 1e6:.1f} µs CPU/event")
     finally:
         proc.terminate()
         proc.wait()

@@ -232,6 +232,32 @@ async def test_stale_keep_alive_connection_is_retried_once_on_a_fresh_one(
     await client.aclose()
 
 
+async def test_idle_connection_closed_by_the_server_is_not_reused(
+    raw_server: Callable[[Handler], Awaitable[str]],
+) -> None:
+    async def handler(_: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> bool:
+        writer.write(OK)
+        await writer.drain()
+        return False  # keep-alive advertised, then closed (a server's idle timeout)
+
+    client = UpstreamClient(await raw_server(handler))
+    async with await client.request("POST", "/", body=b"{}") as response:
+        assert await response.read() == b"ok"
+    await eventually(lambda: client._idle == [] or not client._idle[0].usable)
+    async with await client.request("POST", "/", body=b"{}") as response:
+        assert await response.read() == b"ok"
+    assert client.connections_opened == 2
+    await client.aclose()
+
+
+async def test_idle_timeout_expires_connections(fake: FakeOpenAIUpstream) -> None:
+    client = UpstreamClient(fake.base_url, idle_timeout=0.0)
+    await fetch(client)
+    await fetch(client)
+    assert client.connections_opened == 2
+    await client.aclose()
+
+
 async def test_fresh_connection_closed_without_answer_is_not_retried(
     raw_server: Callable[[Handler], Awaitable[str]],
 ) -> None:

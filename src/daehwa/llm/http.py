@@ -53,8 +53,9 @@ class UpstreamClient:
     """A pool of keep-alive connections to one origin, safe to share across tasks.
 
     ``read_timeout`` bounds the silence between two reads (not the whole
-    reply); ``idle_timeout`` drops idle connections before the server would
-    (uvicorn closes them after 5 s).
+    reply); ``idle_timeout`` drops connections idle for longer. A server that
+    closed an idle connection first (uvicorn does after 5 s) is noticed when
+    its close arrives, or at worst by the one stale-connection retry.
     """
 
     def __init__(
@@ -64,7 +65,7 @@ class UpstreamClient:
         max_connections: int = 500,
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
-        idle_timeout: float = 4.0,
+        idle_timeout: float = 30.0,
         ssl_context: ssl.SSLContext | None = None,
         label: str | None = None,
     ) -> None:

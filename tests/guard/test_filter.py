@@ -122,3 +122,24 @@ def test_sample_list_ships_with_the_package() -> None:
     f = ContentFilter.from_files([SAMPLE_WORDS])
     assert len(f) > 40
     assert f.mask("이 ㅅ ㅂ 진짜 개.새.끼") == "이 *** 진짜 *****"
+
+
+def test_public_names_and_examples() -> None:
+    import doctest
+
+    import daehwa.guard
+
+    assert sorted(daehwa.guard.__all__) == [
+        "BLOCKED_MESSAGE",
+        "ContentFilter",
+        "ContentGuard",
+        "FilterHolder",
+        "InputVerdict",
+        "MASK_CHAR",
+        "Match",
+        "SAMPLE_WORDS",
+        "StreamFilter",
+        "apply_mask",
+        "read_word_files",
+    ]
+    assert doctest.testmod(daehwa.guard).failed == 0

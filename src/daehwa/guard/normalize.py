@@ -20,12 +20,12 @@ the word list and for the text alike, so both sides fold the same way:
    the measured false-positive rate).
 
 Speed: a 1,000-character message is normalised in tens of microseconds. The
-common case (Hangul, CJK, ASCII and characters that fold one-to-one) never
-loops over characters in Python: characters are classified by translating
-their UTF-8 bytes, and only the rare characters that need more are looked at
-one by one. Anything that changes the length (``ß`` → ``ss``, ``…`` → ``...``,
-zero-width characters, jamo to compose) takes a slower per-character path that
-produces the same result.
+common case (Hangul, CJK and ASCII) never loops over characters in Python:
+characters are classified by translating their UTF-8 bytes. The few other
+characters are folded one by one and spliced in; when that changes the
+length (``ß`` → ``ss``, ``…`` → ``...``, zero-width characters dropped) a
+list of original offsets is built in C-speed slices. Only spelled-out jamo to
+compose take a per-character Python path; all paths give the same result.
 """
 
 from __future__ import annotations
@@ -85,11 +85,12 @@ class Normalized:
     """A normalised text and the way back to the original's offsets.
 
     Two layers: folding maps original characters to *folded* ones (one to
-    one on the fast path, ``starts``/``ends`` per folded character on the
-    slow path); joining spread-out runs then deletes some folded separators
-    (``deleted``, sorted). ``stable_end`` is only meaningful when the text was
-    normalised as an open stream: past it, more text could still change the
-    normalised form (a spread-out word may go on, jamo may compose).
+    one on the fast path; otherwise ``starts`` per folded character, and
+    ``ends`` too where composed jamo span several originals); joining
+    spread-out runs then deletes some folded separators (``deleted``, sorted).
+    ``stable_end`` is only meaningful when the text was normalised as an open
+    stream: past it, more text could still change the normalised form (a
+    spread-out word may go on, jamo may compose).
     """
 
     __slots__ = ("_deleted", "_ends", "_shifted", "_starts", "stable_end", "text")
@@ -125,7 +126,9 @@ class Normalized:
 
     def _original_end(self, index: int) -> int:
         folded = self._folded(index)
-        return folded + 1 if self._ends is None else self._ends[folded]
+        if self._ends is not None:
+            return self._ends[folded]
+        return (folded if self._starts is None else self._starts[folded]) + 1
 
     def span(self, start: int, end: int) -> tuple[int, int]:
         """The original span of normalised characters ``[start, end)``; ``end > start``."""
@@ -165,50 +168,74 @@ def normalize(text: str, *, open_end: bool = False) -> Normalized:
     """
     raw = text.encode("utf-8", "surrogatepass")
     classes = raw.translate(_CLASS_TABLE, _CONTINUATION)
-    folded = text
-    substitutions: list[tuple[int, str]] = []
     if _X in classes:
-        patched = _resolve_special(text, classes, substitutions)
-        if patched is None:
-            return _normalize_slow(text, open_end)
-        classes = patched
+        return _normalize_special(text, raw, classes, open_end)
+    folded = text
     if _U in classes:
-        # Only ASCII letters are upper case here: everything else was resolved above.
+        # Only ASCII letters are upper case here: everything else is marked X.
         folded = raw.lower().decode("utf-8", "surrogatepass")
         classes = classes.translate(_UPPER_TO_LETTER)
-    if substitutions:
-        parts: list[str] = []
-        previous = 0
-        for i, replacement in substitutions:
-            parts.append(folded[previous:i])
-            parts.append(replacement)
-            previous = i + 1
-        parts.append(folded[previous:])
-        folded = "".join(parts)
     return _join_spread(folded, classes, None, None, len(text), open_end)
 
 
-def _resolve_special(
-    text: str, classes: bytes, substitutions: list[tuple[int, str]]
-) -> bytes | None:
-    """Classify the characters the byte table could not; ``None`` if any needs the slow path."""
-    patched = bytearray(classes)
+def _normalize_special(text: str, raw: bytes, classes: bytes, open_end: bool) -> Normalized:
+    """Fold the characters the byte table could not classify, and splice them in."""
+    substitutions: list[tuple[int, str]] = []
+    patched = bytearray(classes.translate(_UPPER_TO_LETTER))
+    resized = False
     for found in _SPECIAL.finditer(classes):
         i = found.start()
         char = text[i]
         folded = _fold(char)
-        if len(folded) != 1:
-            return None
-        if _is_lead_jamo(folded) and i + 1 < len(text) and _is_vowel_jamo(_fold(text[i + 1])):
-            return None
+        if folded and _is_lead_jamo(folded[-1]) and _vowel_follows(text, i + 1):
+            return _normalize_slow(text, open_end)  # jamo to compose
+        if len(folded) == 1:
+            patched[i] = _class_of(folded)
+        else:
+            resized = True
         if folded != char:
             substitutions.append((i, folded))
-        patched[i] = _class_of(folded)
-    return bytes(patched)
+    base = raw.lower().decode("utf-8", "surrogatepass") if _U in classes else text
+    parts: list[str] = []
+    previous = 0
+    if not resized:
+        for i, folded in substitutions:
+            parts.append(base[previous:i])
+            parts.append(folded)
+            previous = i + 1
+        parts.append(base[previous:])
+        return _join_spread("".join(parts), bytes(patched), None, None, len(text), open_end)
+    # Some characters fold to several or to none ("…" → "...", zero-width → ""): map them.
+    # Each folded character still comes from one original character: starts suffice.
+    class_parts: list[bytes | bytearray] = []
+    starts: list[int] = []
+    for i, folded in substitutions:
+        parts.append(base[previous:i])
+        class_parts.append(patched[previous:i])
+        starts.extend(range(previous, i))
+        parts.append(folded)
+        class_parts.append(bytes([_class_of(c) for c in folded]))
+        starts.extend([i] * len(folded))
+        previous = i + 1
+    n = len(text)
+    parts.append(base[previous:])
+    class_parts.append(patched[previous:])
+    starts.extend(range(previous, n))
+    return _join_spread("".join(parts), b"".join(class_parts), starts, None, n, open_end)
+
+
+def _vowel_follows(text: str, j: int) -> bool:
+    """Whether the next character that does not vanish folds to a vowel jamo."""
+    while j < len(text):
+        folded = _fold(text[j])
+        if folded:
+            return _is_vowel_jamo(folded[0])
+        j += 1
+    return False
 
 
 def _normalize_slow(text: str, open_end: bool) -> Normalized:
-    """Character by character: for folds that change the length or remove characters."""
+    """Character by character, then compose spelled-out jamo (the rare slow path)."""
     chars: list[str] = []
     starts: list[int] = []
     ends: list[int] = []

@@ -169,7 +169,8 @@ class FakeBedrockRuntime(ScriptedUpstream):
             return
         body = request.json if isinstance(request.json, dict) else {}
         extra = [k for k in ("model", "stream") if k in body]
-        if extra or body.get("anthropic_version") != "bedrock-2023-05-31":
+        # We send bedrock-2023-05-31; newer SDKs send other versions, so only presence counts.
+        if extra or not body.get("anthropic_version"):
             message = f"extraneous key [{extra[0]}] is not permitted" if extra else "version"
             await self.refuse(reply, 400, "ValidationException", message)
             return

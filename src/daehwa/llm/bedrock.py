@@ -10,9 +10,10 @@ pooled HTTP client — not the SDK's httpx, not boto3's sync client.
 
 botocore is used for what it is the reference for: the credential chain
 (environment, shared config and credentials files with ``AWS_PROFILE``, SSO,
-web identity, container and instance metadata) and SigV4 signing. Both block,
-so credentials resolve in a worker thread and are re-frozen there every
-minute (botocore refreshes expiring ones); signing a request is microseconds.
+web identity, container and instance metadata). It blocks (files, metadata
+HTTP calls), so credentials resolve in a worker thread and are re-frozen there
+every minute (botocore refreshes expiring ones). Requests are signed by
+:mod:`daehwa.llm.sigv4`, several times cheaper than botocore's signer.
 A Bedrock API key (``AWS_BEARER_TOKEN_BEDROCK`` or ``api_key_env``) is sent
 as ``Authorization: Bearer`` instead.
 
@@ -40,6 +41,7 @@ from daehwa.llm.base import Chunk, GenerationParams
 from daehwa.llm.eventstream import EventStreamDecoder, EventStreamError, EventStreamMessage
 from daehwa.llm.http import UpstreamClient, retry_after_seconds
 from daehwa.llm.openai_errors import scrub
+from daehwa.llm.sigv4 import Credentials, sign
 from daehwa.messages import Message
 
 __all__ = ["AwsAuth", "BedrockModel", "bedrock_error", "endpoint_for", "region_for"]
@@ -77,32 +79,38 @@ class AwsAuth:
         self.profile = profile
         self._bearer = bearer.strip() if bearer else None
         self._credentials: Any = None
-        self._frozen: Any = None
+        self._frozen: Credentials | None = None
         self._checked = -_RECHECK_SECONDS
         self._lock = asyncio.Lock()
 
-    async def headers(self, url: str, body: bytes, headers: Mapping[str, str]) -> dict[str, str]:
-        """``headers`` plus authentication for a POST of ``body`` to ``url``."""
+    async def headers(
+        self, host: str, path: str, body: bytes, headers: Mapping[str, str]
+    ) -> dict[str, str]:
+        """``headers`` plus authentication for a POST of ``body`` to ``path`` on ``host``."""
         if self._bearer:
             return {**headers, "Authorization": f"Bearer {self._bearer}"}
-        frozen = await self._current()
-        from botocore.auth import SigV4Auth  # type: ignore[import-untyped]
-        from botocore.awsrequest import AWSRequest  # type: ignore[import-untyped]
+        credentials = await self._current()
+        return sign(
+            credentials,
+            region=self.region,
+            service="bedrock",
+            host=host,
+            path=path,
+            body=body,
+            headers=headers,
+        )
 
-        request = AWSRequest(method="POST", url=url, data=body, headers=dict(headers))
-        SigV4Auth(frozen, "bedrock", self.region).add_auth(request)
-        return {str(k): str(v) for k, v in request.headers.items()}
-
-    async def _current(self) -> Any:
+    async def _current(self) -> Credentials:
         if time.monotonic() - self._checked < _RECHECK_SECONDS and self._frozen is not None:
             return self._frozen
         async with self._lock:
             if time.monotonic() - self._checked >= _RECHECK_SECONDS or self._frozen is None:
                 self._frozen = await asyncio.to_thread(self._resolve)
                 self._checked = time.monotonic()
+        assert self._frozen is not None
         return self._frozen
 
-    def _resolve(self) -> Any:
+    def _resolve(self) -> Credentials:
         """Runs in a thread: imports botocore (~0.3 s), walks the chain, freezes."""
         if self._credentials is None:
             import botocore.session  # type: ignore[import-untyped]
@@ -117,7 +125,8 @@ class AwsAuth:
                     code="upstream_auth",
                     retryable=False,
                 )
-        return self._credentials.get_frozen_credentials()
+        frozen = self._credentials.get_frozen_credentials()
+        return Credentials(frozen.access_key, frozen.secret_key, frozen.token or None)
 
 
 class BedrockModel:
@@ -150,7 +159,10 @@ class BedrockModel:
         self._path = (
             f"{urlsplit(base).path}/model/{quote(model, safe='')}/invoke-with-response-stream"
         )
-        self._url = f"{client.scheme}://{client.host}:{client.port}{self._path}"
+        # The Host header exactly as the HTTP client sends it: it is part of the signature.
+        host = f"[{client.host}]" if ":" in client.host else client.host
+        default_port = 443 if client.scheme == "https" else 80
+        self._host = host if client.port == default_port else f"{host}:{client.port}"
         self._headers = {
             "Content-Type": "application/json",
             "Accept": "application/vnd.amazon.eventstream",
@@ -202,7 +214,7 @@ class BedrockModel:
         """Stream the answer; closing the iterator closes the upstream response."""
         body = orjson.dumps(self.request_body(messages, params))
         try:
-            headers = await self._auth.headers(self._url, body, self._headers)
+            headers = await self._auth.headers(self._host, self._path, body, self._headers)
             response = await self._client.request(
                 "POST", self._path, body=body, headers=headers, read_timeout=self._timeout
             )

@@ -15,7 +15,7 @@ from starlette.responses import FileResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from daehwa.accounts import Accounts
-from daehwa.api import account, auth, conversations, metrics, openai_compat, ws
+from daehwa.api import account, auth, conversations, metrics, openai_compat, tools, ws
 from daehwa.api.assembly import assemble
 from daehwa.api.deps import json_response
 from daehwa.chat.generate import ModelSource
@@ -121,6 +121,7 @@ def create_app(
     app.include_router(auth.router)
     app.include_router(conversations.router)
     app.include_router(account.router)
+    app.include_router(tools.router)
     app.include_router(metrics.router)
     app.include_router(ws.router)
     app.include_router(openai_compat.router)

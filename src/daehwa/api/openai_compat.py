@@ -18,9 +18,10 @@ from starlette.responses import Response
 
 from daehwa.api.deps import current_user, json_response, parts, read_json
 from daehwa.api.sse import EventStreamResponse
+from daehwa.api.wire import parse_messages
 from daehwa.errors import InvalidInput
 from daehwa.events import Envelope
-from daehwa.messages import Message, Role, User
+from daehwa.messages import Role, User
 
 router = APIRouter(prefix="/v1")
 Caller = Annotated[User, Depends(current_user)]
@@ -44,35 +45,6 @@ async def list_models(request: Request, user: Caller) -> Response:
             ],
         }
     )
-
-
-def _content(value: Any, index: int) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        texts = [
-            p.get("text", "") for p in value if isinstance(p, dict) and p.get("type") == "text"
-        ]
-        if len(texts) == len(value):
-            return "".join(str(t) for t in texts)
-    raise InvalidInput(
-        f"messages[{index}].content must be a string or text parts",
-        field=f"messages[{index}].content",
-    )
-
-
-def parse_messages(raw: Any) -> list[Message]:
-    if not isinstance(raw, list) or not raw:
-        raise InvalidInput("messages must be a non-empty array", field="messages")
-    messages = []
-    for index, item in enumerate(raw):
-        if not isinstance(item, dict) or item.get("role") not in _ROLES:
-            raise InvalidInput(
-                f"messages[{index}].role must be one of {', '.join(_ROLES)}",
-                field=f"messages[{index}].role",
-            )
-        messages.append(Message(_ROLES[item["role"]], _content(item.get("content"), index)))
-    return messages
 
 
 class _Completion:

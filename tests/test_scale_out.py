@@ -174,7 +174,7 @@ async def test_resume_on_the_other_instance_and_stop_across_instances(cluster: A
 
 
 async def test_a_killed_instance_loses_nothing_acknowledged(cluster: Any) -> None:
-    (first, second), env, http = cluster
+    (first, _), env, http = cluster
     async with http.post(first.url + "/v1/conversations", json={}) as response:
         cid = (await response.json())["id"]
     path = f"/v1/conversations/{cid}/messages"

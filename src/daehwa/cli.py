@@ -63,7 +63,13 @@ def serve(
 
     application = create_app(settings, announce=announce)
     print(f"daehwa: serving on http://{server.host}:{server.port}", flush=True)
-    uvicorn.run(application, host=server.host, port=server.port, log_level="warning")
+    uvicorn.run(
+        application,
+        host=server.host,
+        port=server.port,
+        log_level="warning",
+        timeout_graceful_shutdown=5,
+    )
 
 
 @users_app.command("add")

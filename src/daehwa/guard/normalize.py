@@ -34,7 +34,7 @@ import re
 import unicodedata
 from bisect import bisect_left, bisect_right
 
-__all__ = ["MAX_GAP", "Normalized", "is_latin_letter", "is_letter", "normalize"]
+__all__ = ["MAX_GAP", "Normalized", "is_latin_letter", "normalize"]
 
 #: Separators allowed between two letters of a spread-out word ("바 . 보").
 MAX_GAP = 3
@@ -93,19 +93,23 @@ class Normalized:
     spread-out word may go on, jamo may compose).
     """
 
-    __slots__ = ("_deleted", "_ends", "_shifted", "_starts", "stable_end", "text")
+    __slots__ = ("_deleted", "_ends", "_shifted", "_starts", "classes", "stable_end", "text")
 
     def __init__(
         self,
         text: str,
         stable_end: int,
         *,
+        classes: bytes | None = None,
         deleted: list[int] | None = None,
         starts: list[int] | None = None,
         ends: list[int] | None = None,
     ) -> None:
         self.text = text
         self.stable_end = stable_end
+        #: ``b"L"`` (letter) or ``b"S"`` (separator) per character of ``text``,
+        #: for texts normalised with ``open_end``; otherwise ``None``.
+        self.classes = classes
         self._deleted = deleted or []
         self._shifted: list[int] | None = None  # computed on first use
         self._starts = starts
@@ -277,7 +281,9 @@ def _join_spread(
     if open_end:
         stable_end = _stable_end(classes, runs, starts, original_length)
     if not runs:
-        return Normalized(folded, stable_end, starts=starts, ends=ends)
+        return Normalized(
+            folded, stable_end, classes=classes if open_end else None, starts=starts, ends=ends
+        )
     deleted: list[int] = []
     parts: list[str] = []
     previous = 0
@@ -293,7 +299,24 @@ def _join_spread(
             parts.append("".join([folded[k] for k in kept]))
         previous = run_end
     parts.append(folded[previous:])
-    return Normalized("".join(parts), stable_end, deleted=deleted, starts=starts, ends=ends)
+    joined_classes = None
+    if open_end:
+        pieces = []
+        previous = 0
+        for run_start, run_end in runs:
+            pieces.append(classes[previous:run_start])
+            pieces.append(b"L" * (run_end - run_start - classes.count(b"S", run_start, run_end)))
+            previous = run_end
+        pieces.append(classes[previous:])
+        joined_classes = b"".join(pieces)
+    return Normalized(
+        "".join(parts),
+        stable_end,
+        classes=joined_classes,
+        deleted=deleted,
+        starts=starts,
+        ends=ends,
+    )
 
 
 def _stable_end(
@@ -397,11 +420,6 @@ def _is_lead_jamo(char: str) -> bool:
 
 def _is_vowel_jamo(char: str) -> bool:
     return "\u1161" <= char <= "\u1175"
-
-
-def is_letter(char: str) -> bool:
-    """Whether a normalised character is a letter (else it separates pieces)."""
-    return _class_of(char) == _L
 
 
 def is_latin_letter(char: str) -> bool:

@@ -20,12 +20,13 @@ begin a word now never can, so a stream costs a few bisections per delta.
 from __future__ import annotations
 
 from daehwa.guard.filter import MASK_CHAR, ContentFilter, Match
-from daehwa.guard.normalize import Normalized, is_letter, normalize
+from daehwa.guard.normalize import Normalized, normalize
 
 __all__ = ["StreamFilter"]
 
 #: Past this many characters kept for context, cut inside a long unspaced word.
 _LONG_WINDOW = 512
+_LETTER = b"L"[0]
 
 
 class StreamFilter:
@@ -93,7 +94,6 @@ class StreamFilter:
         norm = normalize(window, open_end=not final)
         scan_from = max(self._released, self._covered) - base
         first = norm.index_at(scan_from)
-        found = self._filter.find_normalized(norm, first)
         forced = False
         if final:
             release = len(window)
@@ -102,6 +102,9 @@ class StreamFilter:
             release = max(release, self._released - base)
             if len(window) - release > self._max_hold:
                 release, forced = len(window) - self._max_hold, True
+            if release == self._released - base:
+                return ""  # nothing new is final: the window stays as it is
+        found = self._filter.find_normalized(norm, first)
         text = self._emit(window, base, release, found)
         self._released = base + release
         if not final:
@@ -157,14 +160,15 @@ class StreamFilter:
         from the beginning (a word is never joined with one before it that is
         not in the window), so the window stays small.
         """
-        text = norm.text
+        classes = norm.classes
+        assert classes is not None  # normalised with open_end
         j = norm.index_at(release)
-        if not (j < len(text) and is_letter(text[j]) and (j == 0 or not is_letter(text[j - 1]))):
-            while j > 0 and not is_letter(text[j - 1]):
-                j -= 1
-            while j > 0 and is_letter(text[j - 1]):
-                j -= 1
-        cut = norm.span(j, j + 1)[0] if j < len(text) else release
+        if j < len(classes) and classes[j] == _LETTER:
+            j = classes.rfind(b"S", 0, j) + 1  # the start of this word
+        else:
+            last_letter = classes.rfind(b"L", 0, j)  # the start of the word before
+            j = classes.rfind(b"S", 0, last_letter) + 1 if last_letter >= 0 else 0
+        cut = norm.span(j, j + 1)[0] if j < len(classes) else release
         cut = min(cut, release)
         if (
             len(window) - cut > _LONG_WINDOW

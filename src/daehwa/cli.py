@@ -120,6 +120,31 @@ def users_list(config: ConfigOption = None) -> None:
 
 
 @app.command()
+def models(
+    config: ConfigOption = None,
+    prepare: Annotated[
+        bool, typer.Option("--prepare", help="Assemble local model files now (with progress).")
+    ] = False,
+) -> None:
+    """List the configured models and whether each is ready."""
+    from daehwa.llm.modelfiles import model_status, prepare_models
+
+    settings = _settings(config)
+    if prepare:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        try:
+            prepare_models(settings)
+        except DaehwaError as exc:
+            typer.echo(f"daehwa: {exc.message}", err=True)
+            raise typer.Exit(1) from None
+    default = settings.chat.default_model
+    for status in _run(model_status(settings)):
+        mark = "ready" if status.ready else "NOT READY"
+        star = "*" if status.name == default else " "
+        typer.echo(f"{star} {status.name}\t{status.provider}\t{mark}\t{status.detail}")
+
+
+@app.command()
 def chat(
     url: Annotated[str, typer.Option(help="The server's address.")] = "http://127.0.0.1:8000",
     key: Annotated[

@@ -71,3 +71,17 @@ async def test_terminal_chat_says_why_it_cannot_connect(make_server: ServerFacto
     gone = TerminalChat("http://127.0.0.1:9", "dh-x", stdin=io.StringIO("quit\n"), stdout=out)
     assert await gone.run() == 1
     assert "cannot reach the server" in out.getvalue()
+
+
+def test_models_lists_each_model_and_whether_it_is_ready(tmp_path: Path) -> None:
+    config = tmp_path / "models.toml"
+    config.write_text(
+        '[models.glm]\nprovider = "openai"\nmodel = "glm-4.5"\n'
+        'base_url = "http://127.0.0.1:9/v1"\napi_key_env = "DAEHWA_TEST_NO_SUCH_KEY"\n',
+        encoding="utf-8",
+    )
+    result = run_cli("models", "--config", str(config), tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = dict(line.split("\t", 1) for line in result.stdout.strip().splitlines())
+    assert lines["* scripted"].startswith("scripted\tready")
+    assert "NOT READY" in lines["  glm"] and "DAEHWA_TEST_NO_SUCH_KEY" in lines["  glm"]

@@ -20,11 +20,7 @@ DIM = 256
 class BigramEmbedder:
     name = "bigram-test"
 
-    def __init__(self) -> None:
-        self.calls: list[tuple[int, bool]] = []
-
-    def embed(self, texts: Sequence[str], *, query: bool) -> Vector:
-        self.calls.append((len(texts), query))
+    def embed(self, texts: Sequence[str]) -> Vector:
         out = np.zeros((len(texts), DIM), dtype=np.float32)
         for row, text in enumerate(texts):
             compact = "".join(text.split())
@@ -34,7 +30,3 @@ class BigramEmbedder:
             if norm:
                 out[row] /= norm
         return out
-
-    @property
-    def embedded(self) -> int:
-        return sum(n for n, query in self.calls if not query)

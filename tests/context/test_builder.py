@@ -154,9 +154,9 @@ def fact_history() -> list[Message]:
 
 async def test_recall_brings_back_the_relevant_old_turn_in_order() -> None:
     history = fact_history()
-    embedder = BigramEmbedder()
+    recall = Recall(BigramEmbedder())
     builder = ContextBuilder(
-        recall=Recall(embedder), recall_share=0.3, recall_max_turns=2, max_embed_per_build=100
+        recall=recall, recall_share=0.3, recall_max_turns=2, max_embed_per_build=100
     )
     built = await builder.build(
         system_prompt="비서", conversation=conversation(), history=history, model=model(80)
@@ -174,11 +174,11 @@ async def test_recall_brings_back_the_relevant_old_turn_in_order() -> None:
     assert built.input_tokens == COUNTER.count_messages(built.messages)
     # Out-of-window messages were embedded once and are reported for persisting.
     assert any("embedding" in m.metadata for m in built.updated)
-    before = embedder.embedded
+    before = recall.embedded
     await builder.build(
         system_prompt="비서", conversation=conversation(), history=history, model=model(80)
     )
-    assert embedder.embedded == before
+    assert recall.embedded == before
 
 
 async def test_recall_off_is_a_plain_window() -> None:
@@ -205,12 +205,12 @@ async def test_recall_budget_unused_goes_back_to_the_window() -> None:
 
 
 async def test_embedding_per_build_is_capped() -> None:
-    embedder = BigramEmbedder()
-    builder = ContextBuilder(recall=Recall(embedder), max_embed_per_build=4)
+    recall = Recall(BigramEmbedder())
+    builder = ContextBuilder(recall=recall, max_embed_per_build=4)
     await builder.build(
         system_prompt="비서", conversation=conversation(), history=fact_history(), model=model(80)
     )
-    assert embedder.embedded == 4
+    assert recall.embedded == 4
 
 
 async def test_new_counts_are_reported_for_persisting() -> None:
@@ -261,9 +261,9 @@ async def test_after_turn_persists_counts_embeddings_and_summary() -> None:
         history.append(
             await store.append_message(Message(Role.ASSISTANT, reply, conversation_id="c1"))
         )
-    embedder = BigramEmbedder()
+    recall = Recall(BigramEmbedder())
     builder = ContextBuilder(
-        recall=Recall(embedder), summariser=Summariser(lambda c: _Summary()), max_embed_per_build=2
+        recall=recall, summariser=Summariser(lambda c: _Summary()), max_embed_per_build=2
     )
     built = await builder.build(
         system_prompt="비서", conversation=conv, history=history, model=model(80)
@@ -281,13 +281,41 @@ async def test_after_turn_persists_counts_embeddings_and_summary() -> None:
     assert all("embedding" in m.metadata for m in page.items if m.id in dropped_ids)
 
     # The next build reads the stored summary, counts and vectors: nothing is recomputed.
-    calls = embedder.embedded
+    calls = recall.embedded
     again = await builder.build(
         system_prompt="비서", conversation=conv, history=page.items, model=model(80)
     )
-    assert embedder.embedded == calls
+    assert recall.embedded == calls
     assert again.updated == []
     with_summary = await builder.build(
         system_prompt="비서", conversation=stored_conv, history=page.items, model=model(80)
     )
     assert with_summary.messages[1].content.endswith("사용자는 대전에 산다.")
+
+
+async def test_turn_index_is_reused_and_extended_as_the_conversation_grows() -> None:
+    cached = ContextBuilder()
+    history: list[Message] = []
+    for i, (user, reply) in enumerate(FILLER):
+        seq = len(history) + 1
+        history.append(Message(Role.USER, user, id=f"g{seq}", seq=seq))
+        for window in (30, 80):
+            fresh = await ContextBuilder().build(
+                system_prompt="비서",
+                conversation=conversation(),
+                history=history,
+                model=model(window),
+            )
+            reused = await cached.build(
+                system_prompt="비서",
+                conversation=conversation(),
+                history=history,
+                model=model(window),
+            )
+            assert [m.id for m in reused.messages] == [m.id for m in fresh.messages]
+            assert reused.input_tokens == fresh.input_tokens
+        history.append(Message(Role.ASSISTANT, reply, id=f"g{seq + 1}", seq=seq + 1))
+        if i == 10:
+            # A page that moved on (the oldest messages no longer given) is re-indexed.
+            history = history[4:]
+    assert ("c1", "scripted") in cached._indexes

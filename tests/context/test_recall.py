@@ -27,15 +27,14 @@ def turns() -> list[list[Message]]:
 
 
 def test_ensure_embeds_once_and_stores_vectors_in_metadata() -> None:
-    embedder = BigramEmbedder()
-    recall = Recall(embedder)
+    recall = Recall(BigramEmbedder())
     messages = [m for t in turns() for m in t]
     changed = recall.ensure(messages)
     assert len(changed) == 6
-    assert embedder.embedded == 6
+    assert recall.embedded == 6
     assert messages[0].metadata["embedding"]["model"] == "bigram-test"
     assert recall.ensure(messages) == []
-    assert embedder.embedded == 6
+    assert recall.embedded == 6
     # A copy loaded from a store keeps the stored vector: no recomputation.
     copy = Message(Role.USER, messages[0].content, metadata=dict(messages[0].metadata))
     vector = recall.stored_vector(copy)
@@ -45,8 +44,7 @@ def test_ensure_embeds_once_and_stores_vectors_in_metadata() -> None:
 
 
 def test_ensure_respects_its_limit_newest_first() -> None:
-    embedder = BigramEmbedder()
-    recall = Recall(embedder)
+    recall = Recall(BigramEmbedder())
     messages = [m for t in turns() for m in t]
     changed = recall.ensure(messages, limit=2)
     assert [m.id for m in changed] == ["a5", "u5"]

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +32,8 @@ log = logging.getLogger(__name__)
 # Messages embedded per worker-thread call in the background, so a turn's query
 # embedding never waits long for the shared engine.
 BACKGROUND_EMBED_BATCH = 16
+# Conversations whose turn index is kept between turns.
+INDEX_CACHE_SIZE = 1_000
 
 # Replies with these statuses carry no text worth showing the model again.
 _SKIPPED = frozenset({MessageStatus.BLOCKED, MessageStatus.FAILED, MessageStatus.STREAMING})
@@ -83,6 +87,9 @@ class ContextBuilder:
         # Embedding is ~15-50 ms a message: a backlog (after a restart, say) is
         # spread over turns and background maintenance instead of one slow turn.
         self.max_embed_per_build = max_embed_per_build
+        # Turn indexes of recent conversations, extended as messages are appended.
+        self._indexes: OrderedDict[tuple[str, str], _CachedIndex] = OrderedDict()
+        self._indexes_lock = threading.Lock()
 
     @classmethod
     def from_settings(
@@ -168,7 +175,7 @@ class ContextBuilder:
         fresh = [m for m in messages if m.status is not MessageStatus.STREAMING]
         uncounted = {id(m) for m in fresh if "tokens" not in m.metadata}
         fixed = reply_overhead(counter) + sum(message_tokens(m, counter) for m in head)
-        index = TurnIndex.build(messages, counter)
+        index = self._index(conversation.id, messages, counter)
         budget = limit - max_new_tokens - fixed
         newest = index.costs[-1] if index.costs else 0
         if newest > budget or budget < 0:
@@ -200,6 +207,7 @@ class ContextBuilder:
             "recalled": len(plan.recalled),
             "summary_tokens": plan.summary_cost,
         }
+        self._keep(conversation.id, messages, counter, index)
         updated = [m for m in fresh if id(m) in uncounted and m.id]
         updated.extend(m for m in plan.embedded if m.id and id(m) not in uncounted)
         return BuiltContext(
@@ -212,6 +220,50 @@ class ContextBuilder:
             recalled=recalled,
             updated=updated,
         )
+
+    def _index(
+        self, conversation_id: str, messages: Sequence[Message], counter: TokenCounter
+    ) -> TurnIndex:
+        """The turn index of ``messages``: the cached one extended, or a new one.
+
+        A cached index is reused when the history still starts and continues with
+        the messages it indexed; otherwise (a paged history that moved on, an edit)
+        it is rebuilt from the cached per-message counts.
+        """
+        key = (conversation_id, counter.name)
+        with self._indexes_lock:
+            # Taken out while this build uses it; _keep puts it back.
+            cached = self._indexes.pop(key, None)
+        if (
+            cached is None
+            or not conversation_id
+            or cached.index.size > len(messages)
+            or not messages
+            or messages[0].id != cached.first_id
+            or messages[cached.index.size - 1].id != cached.last_id
+            or not messages[0].id
+        ):
+            index = TurnIndex.build(messages, counter)
+        else:
+            index = cached.index
+            index.extend(messages[index.size :], counter)
+        return index
+
+    def _keep(
+        self,
+        conversation_id: str,
+        messages: Sequence[Message],
+        counter: TokenCounter,
+        index: TurnIndex,
+    ) -> None:
+        """Cache ``index`` for the next turn, once this build no longer reads it."""
+        if not (conversation_id and messages and messages[0].id and messages[-1].id):
+            return
+        entry = _CachedIndex(messages[0].id, messages[-1].id, index)
+        with self._indexes_lock:
+            self._indexes[(conversation_id, counter.name)] = entry
+            while len(self._indexes) > INDEX_CACHE_SIZE:
+                self._indexes.popitem(last=False)
 
     def _summary(
         self,
@@ -250,6 +302,13 @@ class ContextBuilder:
                 plan.recalled.add(scored.turn)
                 reserve -= cost
         plan.release_reserve()
+
+
+@dataclass(slots=True)
+class _CachedIndex:
+    first_id: str
+    last_id: str
+    index: TurnIndex
 
 
 def _turn(messages: Sequence[Message], index: TurnIndex, turn: int) -> Sequence[Message]:

@@ -7,7 +7,7 @@ message (the reply, tool calls and their results), so a call and its results are
 never split. If even the newest turn cannot fit, :class:`ContextOverflow` is raised.
 
 Windowing uses prefix sums of cached per-message counts: the index is built in
-O(n) and each fit is a binary search.
+O(n), extended per appended message, and each decision is a binary search.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import accumulate
 
 from daehwa.context.tokens import TokenCounter, message_tokens, reply_overhead
 from daehwa.errors import ContextOverflow
@@ -69,37 +68,63 @@ def turn_starts(messages: Sequence[Message], start: int = 0) -> list[int]:
     Messages before the first user message (a persona's greeting, say) form a turn
     of their own.
     """
+    user = Role.USER
     starts = [start] if start < len(messages) else []
     for i in range(start + 1, len(messages)):
-        if messages[i].role is Role.USER:
+        if messages[i].role is user:
             starts.append(i)
     return starts
+
+
+def cached_costs(messages: Sequence[Message], counter: TokenCounter) -> list[int]:
+    """Each message's token cost, read straight from its cached count where there is one."""
+    name = counter.name
+    out = []
+    for message in messages:
+        # The hot path of windowing: a plain dict read instead of message_tokens().
+        stored = message.metadata.get("tokens")
+        entry = stored.get(name) if type(stored) is dict else None
+        if type(entry) is list and len(entry) == 2 and entry[1] == len(message.content):
+            out.append(entry[0])
+        else:
+            out.append(message_tokens(message, counter))
+    return out
 
 
 @dataclass(slots=True)
 class TurnIndex:
     """Prefix sums of turn costs over a history, for O(log n) windowing.
 
-    ``costs[i]`` is the token cost of turn ``i`` (oldest first); ``suffix(k)`` is the
-    cost of turns ``k..end``.
+    ``starts[i]`` is the index of turn ``i``'s first message (oldest first),
+    ``costs[i]`` its token cost and ``suffix(k)`` the cost of turns ``k..end``.
+    The index grows with :meth:`extend` as messages are appended, so a long
+    conversation is indexed once and each later decision is a binary search.
     """
 
-    starts: list[int]
-    costs: list[int]
-    prefix: list[int] = field(default_factory=list)
+    starts: list[int] = field(default_factory=list)
+    costs: list[int] = field(default_factory=list)
+    prefix: list[int] = field(default_factory=lambda: [0])
+    size: int = 0
 
     @classmethod
     def build(cls, messages: Sequence[Message], counter: TokenCounter, start: int = 0) -> TurnIndex:
         """Index the turns of ``messages[start:]`` (counts come from the cache)."""
-        starts = turn_starts(messages, start)
-        per_message = [message_tokens(m, counter) for m in messages[start:]]
-        message_prefix = [0, *accumulate(per_message)]
-        bounds = [*starts, len(messages)]
-        costs = [
-            message_prefix[bounds[i + 1] - start] - message_prefix[bounds[i] - start]
-            for i in range(len(starts))
-        ]
-        return cls(starts, costs, [0, *accumulate(costs)])
+        index = cls(size=start)
+        index.extend(messages[start:], counter)
+        return index
+
+    def extend(self, messages: Sequence[Message], counter: TokenCounter) -> None:
+        """Append messages that follow the indexed ones (a user message opens a turn)."""
+        user = Role.USER  # a local: enum attribute lookups dominate this loop
+        for offset, cost in enumerate(cached_costs(messages, counter)):
+            if not self.starts or messages[offset].role is user:
+                self.starts.append(self.size + offset)
+                self.costs.append(cost)
+                self.prefix.append(self.prefix[-1] + cost)
+            else:
+                self.costs[-1] += cost
+                self.prefix[-1] += cost
+        self.size += len(messages)
 
     def suffix(self, first_turn: int) -> int:
         """Tokens of turns ``first_turn`` to the newest."""

@@ -198,3 +198,13 @@ def test_endpoint_defaults_to_the_regional_host(monkeypatch: pytest.MonkeyPatch)
     assert endpoint_for(config) == "https://bedrock-runtime.ap-northeast-2.amazonaws.com"
     config = ModelSettings(provider="bedrock", model=BEDROCK_MODEL, options={"region": "eu-west-1"})
     assert endpoint_for(config) == "https://bedrock-runtime.eu-west-1.amazonaws.com"
+
+
+async def test_warm_resolves_credentials_before_the_first_request(
+    runtime: FakeBedrockRuntime, make: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = make()
+    await model.warm()
+    # Credentials are frozen now: later changes to the environment do not matter for a while.
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    assert text_of(await collect(model)) == DEFAULT_TEXT

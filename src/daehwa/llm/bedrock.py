@@ -12,8 +12,11 @@ botocore is used for what it is the reference for: the credential chain
 (environment, shared config and credentials files with ``AWS_PROFILE``, SSO,
 web identity, container and instance metadata). It blocks (files, metadata
 HTTP calls), so credentials resolve in a worker thread and are re-frozen there
-every minute (botocore refreshes expiring ones). Requests are signed by
-:mod:`daehwa.llm.sigv4`, several times cheaper than botocore's signer.
+every minute (botocore refreshes expiring ones); :meth:`BedrockModel.warm`
+resolves them at start-up. botocore is imported with this module, which the
+registry imports only when a Bedrock model is configured (it takes a while).
+Requests are signed by :mod:`daehwa.llm.sigv4`, several times cheaper than
+botocore's signer.
 A Bedrock API key (``AWS_BEARER_TOKEN_BEDROCK`` or ``api_key_env``) is sent
 as ``Authorization: Bearer`` instead.
 
@@ -31,6 +34,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+import botocore.session  # type: ignore[import-untyped]
 import orjson
 
 from daehwa.config import ModelSettings
@@ -110,13 +114,16 @@ class AwsAuth:
         assert self._frozen is not None
         return self._frozen
 
-    def _resolve(self) -> Credentials:
-        """Runs in a thread: imports botocore (~0.3 s), walks the chain, freezes."""
-        if self._credentials is None:
-            import botocore.session  # type: ignore[import-untyped]
+    async def warm(self) -> None:
+        """Resolve the credentials now (at start-up) rather than on the first request."""
+        if not self._bearer:
+            await self._current()
 
+    def _resolve(self) -> Credentials:
+        """Runs in a thread: walks the chain (files, maybe metadata calls), freezes."""
+        if self._credentials is None:
+            # botocore is only the credential source here: it never sends a model request.
             session = botocore.session.Session(profile=self.profile)
-            # botocore itself is only the signer: it never sends a request.
             self._credentials = session.get_credentials()
             if self._credentials is None:
                 raise ProviderError(
@@ -282,6 +289,10 @@ class BedrockModel:
         if reader.finished and isinstance(metrics, dict):
             reader.set_usage(metrics.get("inputTokenCount"), metrics.get("outputTokenCount"))
         return chunk
+
+    async def warm(self) -> None:
+        """Optional: resolve AWS credentials before the first request (call at start-up)."""
+        await self._auth.warm()
 
     async def aclose(self) -> None:
         """Close the HTTP client if this model owns it."""

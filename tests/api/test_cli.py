@@ -77,11 +77,12 @@ def test_models_lists_each_model_and_whether_it_is_ready(tmp_path: Path) -> None
     config = tmp_path / "models.toml"
     config.write_text(
         '[models.glm]\nprovider = "openai"\nmodel = "glm-4.5"\n'
-        'base_url = "http://127.0.0.1:9/v1"\napi_key_env = "DAEHWA_TEST_NO_SUCH_KEY"\n',
+        'base_url = "http://127.0.0.1:9/v1"\napi_key_env = "DAEHWA_TEST_NO_SUCH_KEY"\n'
+        '[models.demo]\nprovider = "scripted"\n[chat]\ndefault_model = "demo"\n',
         encoding="utf-8",
     )
     result = run_cli("models", "--config", str(config), tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
     lines = dict(line.split("\t", 1) for line in result.stdout.strip().splitlines())
-    assert lines["* scripted"].startswith("scripted\tready")
+    assert lines["* demo"].startswith("scripted\tready")
     assert "NOT READY" in lines["  glm"] and "DAEHWA_TEST_NO_SUCH_KEY" in lines["  glm"]

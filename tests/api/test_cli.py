@@ -83,6 +83,6 @@ def test_models_lists_each_model_and_whether_it_is_ready(tmp_path: Path) -> None
     )
     result = run_cli("models", "--config", str(config), tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
-    lines = dict(line.split("\t", 1) for line in result.stdout.strip().splitlines())
+    lines = dict(line.split("\t", 1) for line in result.stdout.rstrip().splitlines())
     assert lines["* demo"].startswith("scripted\tready")
     assert "NOT READY" in lines["  glm"] and "DAEHWA_TEST_NO_SUCH_KEY" in lines["  glm"]

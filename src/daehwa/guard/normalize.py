@@ -276,18 +276,15 @@ def _join_spread(
     open_end: bool,
 ) -> Normalized:
     """Remove the separators inside runs of single-letter pieces."""
-    runs = [(m.start(), m.end() - 1) for m in _RUN.finditer(b"S" + classes + b"S")]
-    stable_end = original_length
-    if open_end:
-        stable_end = _stable_end(classes, runs, starts, original_length)
-    if not runs:
-        return Normalized(
-            folded, stable_end, classes=classes if open_end else None, starts=starts, ends=ends
-        )
     deleted: list[int] = []
     parts: list[str] = []
+    class_parts: list[bytes] = []
     previous = 0
-    for run_start, run_end in runs:
+    last_run = (0, 0)
+    for found in _RUN.finditer(b"S" + classes + b"S"):
+        # Offsets in the padded bytes are one more; the match starts with the separator.
+        run_start, run_end = found.span()
+        run_end -= 1
         parts.append(folded[previous:run_start])
         if classes[run_start:run_end] == _ALTERNATING[: run_end - run_start]:
             # The common case, one separator between letters: "바 보", "f.u.c.k".
@@ -297,18 +294,25 @@ def _join_spread(
             kept = [k for k in range(run_start, run_end) if classes[k] == _L]
             deleted.extend([k for k in range(run_start, run_end) if classes[k] == _S])
             parts.append("".join([folded[k] for k in kept]))
+        if open_end:
+            class_parts.append(classes[previous:run_start])
+            class_parts.append(
+                b"L" * (run_end - run_start - classes.count(b"S", run_start, run_end))
+            )
         previous = run_end
+        last_run = (run_start, run_end)
+    stable_end = original_length
+    if open_end:
+        stable_end = _stable_end(classes, last_run, starts, original_length)
+    if not deleted:
+        return Normalized(
+            folded, stable_end, classes=classes if open_end else None, starts=starts, ends=ends
+        )
     parts.append(folded[previous:])
     joined_classes = None
     if open_end:
-        pieces = []
-        previous = 0
-        for run_start, run_end in runs:
-            pieces.append(classes[previous:run_start])
-            pieces.append(b"L" * (run_end - run_start - classes.count(b"S", run_start, run_end)))
-            previous = run_end
-        pieces.append(classes[previous:])
-        joined_classes = b"".join(pieces)
+        class_parts.append(classes[previous:])
+        joined_classes = b"".join(class_parts)
     return Normalized(
         "".join(parts),
         stable_end,
@@ -320,7 +324,7 @@ def _join_spread(
 
 
 def _stable_end(
-    classes: bytes, runs: list[tuple[int, int]], starts: list[int] | None, length: int
+    classes: bytes, last_run: tuple[int, int], starts: list[int] | None, length: int
 ) -> int:
     """Where the still-open end of a stream begins, in original offsets.
 
@@ -339,8 +343,8 @@ def _stable_end(
         return starts[last] if starts is not None else last
     if trailing and not (letters_end - piece == 1 and trailing <= MAX_GAP):
         return length
-    if runs and runs[-1][0] <= piece < runs[-1][1]:
-        piece = runs[-1][0]
+    if last_run[0] <= piece < last_run[1]:
+        piece = last_run[0]
     return starts[piece] if starts is not None else piece
 
 

@@ -25,6 +25,7 @@ import re
 import statistics
 import sys
 import time
+import timeit
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -218,9 +219,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     sample = read_word_files([SAMPLE_WORDS])
     words = banned_words(args.words - len(sample)) + sample
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+    # A yardstick for the machine's speed right now (another process's load shows here).
+    yardstick = min(timeit.repeat("sum(range(10**6))", number=3, repeat=5)) / 3 * 1e3
     print(
-        f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {load}; "
-        f"{args.words:,} words, {args.length}-char message"
+        f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {load}, "
+        f"sum(range(10**6)) {yardstick:.0f} ms; {args.words:,} words, {args.length}-char message"
     )
     content_filter = bench_build(words)
     bench_scan(content_filter, args.length, runs)

@@ -21,7 +21,13 @@ from typing import Any
 from daehwa.config import ContextSettings, ModelSettings
 from daehwa.context.recall import E5Embedder, Recall
 from daehwa.context.summary import Summariser, summary_message
-from daehwa.context.tokens import TokenCounter, counter_for, message_tokens, reply_overhead
+from daehwa.context.tokens import (
+    TokenCounter,
+    counter_for,
+    is_cached,
+    message_tokens,
+    reply_overhead,
+)
 from daehwa.context.window import TurnIndex
 from daehwa.errors import ContextOverflow, DaehwaError
 from daehwa.messages import Conversation, Message, MessageStatus, Role
@@ -173,7 +179,7 @@ class ContextBuilder:
         head = [Message(Role.SYSTEM, system_prompt)] if system_prompt else []
         messages = [m for m in history if m.status not in _SKIPPED]
         fresh = [m for m in messages if m.status is not MessageStatus.STREAMING]
-        uncounted = {id(m) for m in fresh if "tokens" not in m.metadata}
+        uncounted = {id(m) for m in fresh if not is_cached(m, counter)}
         fixed = reply_overhead(counter) + sum(message_tokens(m, counter) for m in head)
         index = self._index(conversation.id, messages, counter)
         budget = limit - max_new_tokens - fixed

@@ -224,6 +224,8 @@ class FakeAnthropicUpstream(ScriptedUpstream):
             await self.refuse(reply, 400, "invalid_request_error", "stream, model, max_tokens")
             return
         await reply.start(200, {"request-id": f"req_{next(_IDS):06d}", "cache-control": "no-cache"})
+        if scenario.ttft:
+            await self.hold(reply, scenario.ttft)
         nl = b"\r\n" if scenario.crlf else b"\n"
 
         async def emit(event: dict[str, Any]) -> None:

@@ -180,6 +180,8 @@ class FakeBedrockRuntime(ScriptedUpstream):
             "x-amzn-bedrock-content-type": "application/json",
         }
         await reply.start(200, headers)
+        if scenario.ttft:
+            await self.hold(reply, scenario.ttft)
         count = itertools.count()
         kind = scenario.kind
         stream_kind = "cut" if kind in MID_STREAM else kind

@@ -302,6 +302,8 @@ class _Stream:
     async def run(self) -> None:
         s = self.s
         await self.reply.start(200, {"cache-control": "no-cache"})
+        if s.ttft:
+            await self.server.hold(self.reply, s.ttft)
         if self.thinking:
             for piece in ("사용자가 ", "인사했다."):
                 self.output_length += 1

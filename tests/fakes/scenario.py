@@ -27,6 +27,7 @@ class Scenario:
     kind: str = "text"
     tokens: int | None = None  # text pieces; None: DEFAULT_TEXT in two-character pieces
     delay: float = 0.0  # seconds between two pieces
+    ttft: float = 0.0  # seconds of silence between the headers and the first event
     text: str = DEFAULT_TEXT
     crlf: bool = False  # SSE with CRLF line endings
     keepalive: bool = False  # a keep-alive (comment or ping) before every event

@@ -46,6 +46,7 @@ SPECS: dict[str, dict[str, str | None]] = {
         "unauthorized": "unauthorized",
         "error_after_200": "error_event",
         "truncate": "truncate",
+        "silent": "text ttft=30",
     },
     "clova-v3": {
         "text": "text split=1 crlf=1",
@@ -56,6 +57,7 @@ SPECS: dict[str, dict[str, str | None]] = {
         "unauthorized": "unauthorized",
         "error_after_200": "error_event",
         "truncate": "truncate",
+        "silent": "text ttft=30",
     },
     "anthropic": {
         "text": "text split=1 keepalive=1",
@@ -66,6 +68,7 @@ SPECS: dict[str, dict[str, str | None]] = {
         "unauthorized": "unauthorized",
         "error_after_200": "error_after_200",
         "truncate": "truncate",
+        "silent": "text ttft=30",
     },
     "bedrock": {
         "text": "text split=1",
@@ -76,6 +79,7 @@ SPECS: dict[str, dict[str, str | None]] = {
         "unauthorized": "forbidden",
         "error_after_200": "throttle_frame",
         "truncate": "truncate",
+        "silent": "text ttft=30",
     },
     "openai": {
         "text": "text split=1 keepalive=1",
@@ -86,6 +90,7 @@ SPECS: dict[str, dict[str, str | None]] = {
         "unauthorized": "unauthorized",
         "error_after_200": "error_chunk",
         "truncate": "truncate",
+        "silent": "text ttft=30",
     },
 }
 
@@ -154,8 +159,10 @@ def _settings(provider: str, base_url: str, model: str, **extra: Any) -> ModelSe
 
 
 @asynccontextmanager
-async def harness(provider: str, tmp_dir: str) -> AsyncIterator[Harness]:
-    """Start ``provider``'s fake and a model on it; stop both afterwards."""
+async def harness(
+    provider: str, tmp_dir: str, *, read_timeout: float = 60.0
+) -> AsyncIterator[Harness]:
+    """Start ``provider``'s fake and a model on it (``read_timeout``: the model's timeout)."""
     if provider == "scripted":
         yield Harness(provider, ScriptedModel(reply="안녕하세요 {input}"), None, None)
         return
@@ -169,7 +176,9 @@ async def harness(provider: str, tmp_dir: str) -> AsyncIterator[Harness]:
         env["TEST_CLOVA_KEY"] = CLOVA_KEY
 
         def build(client: UpstreamClient) -> ChatModel:
-            config = _settings("clova", fake.url, model, api_key_env="TEST_CLOVA_KEY")
+            config = _settings(
+                "clova", fake.url, model, api_key_env="TEST_CLOVA_KEY", timeout=read_timeout
+            )
             return ClovaModel.from_settings(provider, config, client)
 
     elif provider == "anthropic":
@@ -178,7 +187,11 @@ async def harness(provider: str, tmp_dir: str) -> AsyncIterator[Harness]:
 
         def build(client: UpstreamClient) -> ChatModel:
             config = _settings(
-                "anthropic", fake.url, "claude-sonnet-4-5", api_key_env="TEST_ANTHROPIC_KEY"
+                "anthropic",
+                fake.url,
+                "claude-sonnet-4-5",
+                api_key_env="TEST_ANTHROPIC_KEY",
+                timeout=read_timeout,
             )
             return AnthropicModel.from_settings(provider, config, client)
 
@@ -188,7 +201,9 @@ async def harness(provider: str, tmp_dir: str) -> AsyncIterator[Harness]:
 
         def build(client: UpstreamClient) -> ChatModel:
             return BedrockModel.from_settings(
-                provider, _settings("bedrock", fake.url, BEDROCK_MODEL), client
+                provider,
+                _settings("bedrock", fake.url, BEDROCK_MODEL, timeout=read_timeout),
+                client,
             )
 
     elif provider == "openai":
@@ -197,7 +212,11 @@ async def harness(provider: str, tmp_dir: str) -> AsyncIterator[Harness]:
 
         def build(client: UpstreamClient) -> ChatModel:
             config = _settings(
-                "openai", f"{fake.url}/v1", "gpt-4o-mini", api_key_env="TEST_OPENAI_KEY"
+                "openai",
+                f"{fake.url}/v1",
+                "gpt-4o-mini",
+                api_key_env="TEST_OPENAI_KEY",
+                timeout=read_timeout,
             )
             return OpenAIModel.from_settings(provider, config, client)
 

@@ -13,7 +13,7 @@ import pytest
 
 from daehwa.chat.tools import ToolRegistry, tool
 from daehwa.config import ModelSettings, Settings
-from daehwa.errors import ProviderError, RateLimited
+from daehwa.errors import ProviderError, ProviderTimeout, RateLimited
 from daehwa.llm.base import ChatModel, GenerationParams
 from daehwa.llm.registry import ModelRegistry
 from daehwa.llm.retry import is_retryable
@@ -181,3 +181,16 @@ async def test_the_registry_builds_native_providers(provider: str, tmp_path: obj
             ]
         finally:
             await registry.aclose()
+
+
+@pytest.mark.parametrize("provider", [p for p in PROVIDERS if p != "scripted"])
+async def test_a_silent_upstream_times_out_and_is_retryable(
+    provider: str, tmp_path: object
+) -> None:
+    """Headers, then nothing for longer than the model's ``timeout``."""
+    async with harness(provider, str(tmp_path), read_timeout=0.3) as h:
+        h.enqueue("silent")
+        with pytest.raises(ProviderTimeout) as caught:
+            await drain(h.model, conversation(), GenerationParams())
+        assert is_retryable(caught.value)
+        assert caught.value.provider == h.provider

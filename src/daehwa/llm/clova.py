@@ -63,8 +63,15 @@ _V3_FIELDS = {
     "response_format": "responseFormat",
 }
 _OWN = frozenset(
-    {"api_version", "apigw_api_key_env", "app", "thinking", "max_tokens_field", "headers"}
-    | {"extra_body"}
+    {
+        "api_version",
+        "apigw_api_key_env",
+        "app",
+        "thinking",
+        "max_tokens_field",
+        "headers",
+        "extra_body",
+    }
 )
 _EFFORTS = ("none", "low", "medium", "high")
 # Function calling refuses a smaller token limit (CLOVA docs, chatcompletionsv3-fc).

@@ -7,6 +7,7 @@ to the tree with the right retry flags, and a tool call round trip.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -194,3 +195,22 @@ async def test_a_silent_upstream_times_out_and_is_retryable(
             await drain(h.model, conversation(), GenerationParams())
         assert is_retryable(caught.value)
         assert caught.value.provider == h.provider
+
+
+async def test_cancelling_the_consumer_drops_the_upstream_connection(h: Harness) -> None:
+    if not isinstance(h.fake, ScriptedUpstream):
+        pytest.skip("the fake cannot see a client leave")
+    h.enqueue("stall")
+    first = asyncio.Event()
+
+    async def consume() -> None:
+        async for _ in h.model.stream(conversation(), GenerationParams()):
+            first.set()
+
+    task = asyncio.create_task(consume())
+    await first.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await h.fake.disconnected.wait()
+    assert h.client is not None and h.client.idle_connections == 0

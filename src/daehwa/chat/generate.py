@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Protocol
 
 from daehwa.chat.reply import Outcome
@@ -83,12 +84,12 @@ class ReplyStreamer:
             outcome.filter = self.guard.output_filter()
         history = list(messages)
         try:
-            for round_number in range(self.settings.tools.max_rounds + 1):
-                calls = await self._stream(run, reply_id, model, history, params, outcome)
-                if not calls or self.tools is None:
-                    break
-                if round_number == self.settings.tools.max_rounds:
-                    log.warning("reply %s: tool rounds exhausted", run.id)
+            last_round = self.settings.tools.max_rounds
+            for round_number in range(last_round + 1):
+                # The last round offers no tools, so the model must answer in text.
+                offered = params if round_number < last_round else replace(params, tools=())
+                calls = await self._stream(run, reply_id, model, history, offered, outcome)
+                if not calls or self.tools is None or round_number == last_round:
                     break
                 history += await self._call_tools(run, calls, outcome, reply_id, conversation_id)
             outcome.status = MessageStatus.COMPLETE

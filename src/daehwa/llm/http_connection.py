@@ -110,7 +110,10 @@ class UpstreamResponse:
         if self._buffered > HIGH_WATER and not self._paused:
             self._paused = True
             self._conn.pause_reading()
-        self._wake()
+        # _wake(), inlined: this runs once per streamed event.
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def on_complete(self) -> None:
         self._done = True

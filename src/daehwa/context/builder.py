@@ -83,7 +83,7 @@ class ContextBuilder:
         recall_share: float = 0.25,
         recall_max_turns: int = 4,
         use_summary: bool = True,
-        max_embed_per_build: int = 32,
+        max_embed_per_build: int = 8,
     ) -> None:
         self.recall = recall
         self.summariser = summariser

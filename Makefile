@@ -3,20 +3,30 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+WEB := src/daehwa/web
+WEB_STAMP := $(WEB)/node_modules/.package-lock.json
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench clean chromium screenshots
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# The page's two libraries (marked, DOMPurify), version-pinned, from the npm registry.
+$(WEB_STAMP): $(WEB)/package.json $(WEB)/package-lock.json
+	cd $(WEB) && npm ci --no-audit --no-fund --loglevel=error
+
+install: $(STAMP) $(WEB_STAMP)
 
 run: install
 	$(BIN)/daehwa serve
 
-test: install
+# Debian's Chromium for the page tests (Playwright drives it; never `playwright install`).
+chromium:
+	@test -x /usr/bin/chromium || { apt-get update -q && apt-get install -y -q chromium; }
+
+test: install chromium
 	$(BIN)/python -m pytest -q
 
 lint: install
@@ -27,5 +37,9 @@ lint: install
 bench: install
 	$(BIN)/python -m bench
 
+screenshots: install chromium
+	@fc-list :lang=ko | grep -q . || { apt-get update -q && apt-get install -y -q fonts-nanum; }
+	$(BIN)/python -m tests.web.screenshots docs/img
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(WEB)/node_modules .pytest_cache .mypy_cache .ruff_cache

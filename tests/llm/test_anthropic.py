@@ -307,3 +307,18 @@ def test_invalid_tool_json_is_a_retryable_error() -> None:
     with pytest.raises(ProviderError) as caught:
         reader.read({"type": "content_block_stop", "index": 0})
     assert caught.value.code == "invalid_tool_arguments" and caught.value.retryable
+
+
+def test_a_persona_opening_line_moves_into_the_system_prompt() -> None:
+    from daehwa.llm.anthropic import wire_messages
+
+    system, messages = wire_messages(
+        [
+            Message(Role.SYSTEM, "당신은 일본어 선생님입니다."),
+            Message(Role.ASSISTANT, "안녕하세요! 시작해 볼까요?"),
+            Message(Role.USER, "네"),
+        ]
+    )
+    assert messages[0]["role"] == "user"
+    assert "안녕하세요! 시작해 볼까요?" in system
+    assert system.startswith("당신은 일본어 선생님입니다.")

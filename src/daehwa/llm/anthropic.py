@@ -128,6 +128,11 @@ def wire_messages(messages: Sequence[Message]) -> tuple[str, list[dict[str, Any]
             out[-1]["content"].extend(blocks)
         else:
             out.append({"role": role, "content": blocks})
+    while out and out[0]["role"] == "assistant":
+        # The API wants the user first; a persona's opening line becomes context instead.
+        opening = " ".join(b["text"] for b in out.pop(0)["content"] if b["type"] == "text")
+        if opening:
+            system.append(f"(You opened this conversation by saying: {opening})")
     _pair_tool_results(out)
     return "\n\n".join(s for s in system if s), out
 

@@ -81,6 +81,7 @@ class Scenario:
     retry_after: str | None = "1"
     stall: float = 3600.0
     legacy: bool = False  # vLLM's old flat error object
+    end_delay: float = 0.0  # seconds between the last event and the end of the body
 
     @classmethod
     def parse(cls, spec: str) -> Scenario:
@@ -308,6 +309,8 @@ class _Stream:
                 await self.event(self.chunk(None, usage=self.usage()))
         if self.s.kind != "no_done":
             await self.event(b"[DONE]")
+        if self.s.end_delay:
+            await asyncio.sleep(self.s.end_delay)
         await self.reply.end()
 
     async def _tool_calls(self) -> None:

@@ -139,6 +139,8 @@ async def test_cancelling_the_consumer_closes_the_connection(
 async def test_stopping_at_the_final_chunk_still_reuses_the_connection(
     fake: FakeOpenAIUpstream, client: UpstreamClient, make_model: ModelFactory
 ) -> None:
+    # The end of the chunked body comes 50 ms after [DONE]: the provider waits for it.
+    fake.enqueue("text end_delay=0.05")
     stream = make_model().stream(user(), GenerationParams())
     async for chunk in stream:
         if chunk.finish_reason:

@@ -79,12 +79,19 @@ def _native(name: str, settings: Settings, clients: UpstreamClients | None) -> C
     return bedrock.BedrockModel.from_settings(name, config, client, owns_client=owned)
 
 
+def _local(name: str, settings: Settings, clients: UpstreamClients | None) -> ChatModel:
+    from daehwa.llm.local import LocalModel
+
+    return LocalModel.from_settings(settings, name)
+
+
 _BUILDERS: dict[str, Builder] = {
     "openai": _openai,
     "scripted": _scripted,
     "clova": _native,
     "anthropic": _native,
     "bedrock": _native,
+    "local": _local,
 }
 
 

@@ -39,7 +39,7 @@ from daehwa.llm.base import Chunk, GenerationParams
 from daehwa.messages import Conversation, Message, Role
 from daehwa.store.memory import MemoryStore
 
-_FIRST_PERSON = re.compile(r"(^|\s)(나는|난|내|나|우리|제)\s")
+_FIRST_PERSON = re.compile(r"(^|\s)(나는|난|내가|내|나|우리|제가|제)\s")
 
 
 class ExtractiveSummaryModel:

@@ -62,7 +62,6 @@ _CONTINUATION = bytes(range(0x80, 0xC0))
 _UPPER_TO_LETTER = bytes.maketrans(b"U", b"L")
 # A single letter, then more single letters each after 1..MAX_GAP separators.
 _RUN = re.compile(f"SLS(?:S{{0,{MAX_GAP - 1}}}L)(?:S{{1,{MAX_GAP}}}L)*(?=S)".encode())
-_ALTERNATING = b"LS" * 64
 _SPECIAL = re.compile(rb"X")
 _CONJOINING = re.compile("[\u1100-\u11ff]")
 
@@ -278,49 +277,50 @@ def _join_spread(
     """Remove the separators inside runs of single-letter pieces."""
     deleted: list[int] = []
     parts: list[str] = []
-    class_parts: list[bytes] = []
-    previous = 0
-    last_run = (0, 0)
+    append = parts.append
+    previous = run_start = run_end = 0
+    # One pass; every operation on a run is a C call (this loop is the hot path).
     for found in _RUN.finditer(b"S" + classes + b"S"):
         # Offsets in the padded bytes are one more; the match starts with the separator.
         run_start, run_end = found.span()
         run_end -= 1
-        parts.append(folded[previous:run_start])
-        if classes[run_start:run_end] == _ALTERNATING[: run_end - run_start]:
+        append(folded[previous:run_start])
+        if classes.find(b"SS", run_start, run_end) < 0:
             # The common case, one separator between letters: "바 보", "f.u.c.k".
             deleted.extend(range(run_start + 1, run_end, 2))
-            parts.append(folded[run_start:run_end:2])
+            append(folded[run_start:run_end:2])
         else:
             kept = [k for k in range(run_start, run_end) if classes[k] == _L]
             deleted.extend([k for k in range(run_start, run_end) if classes[k] == _S])
-            parts.append("".join([folded[k] for k in kept]))
-        if open_end:
-            class_parts.append(classes[previous:run_start])
-            class_parts.append(
-                b"L" * (run_end - run_start - classes.count(b"S", run_start, run_end))
-            )
+            append("".join([folded[k] for k in kept]))
         previous = run_end
-        last_run = (run_start, run_end)
     stable_end = original_length
     if open_end:
-        stable_end = _stable_end(classes, last_run, starts, original_length)
+        stable_end = _stable_end(classes, (run_start, run_end), starts, original_length)
     if not deleted:
         return Normalized(
             folded, stable_end, classes=classes if open_end else None, starts=starts, ends=ends
         )
-    parts.append(folded[previous:])
-    joined_classes = None
-    if open_end:
-        class_parts.append(classes[previous:])
-        joined_classes = b"".join(class_parts)
+    append(folded[previous:])
     return Normalized(
         "".join(parts),
         stable_end,
-        classes=joined_classes,
+        classes=_joined_classes(classes, deleted) if open_end else None,
         deleted=deleted,
         starts=starts,
         ends=ends,
     )
+
+
+def _joined_classes(classes: bytes, deleted: list[int]) -> bytes:
+    """The classes of the joined text: ``classes`` without the deleted separators."""
+    parts = []
+    previous = 0
+    for k in deleted:
+        parts.append(classes[previous:k])
+        previous = k + 1
+    parts.append(classes[previous:])
+    return b"".join(parts)
 
 
 def _stable_end(

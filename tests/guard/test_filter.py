@@ -143,3 +143,22 @@ def test_public_names_and_examples() -> None:
         "read_word_files",
     ]
     assert doctest.testmod(daehwa.guard).failed == 0
+
+
+@pytest.mark.parametrize("seed", range(15))
+def test_scan_equals_scanning_the_joined_text(seed: int) -> None:
+    # scan() looks at the folded text and the joined spread-out runs apart; it
+    # must find exactly what scanning the fully normalised text finds.
+    import random
+
+    from daehwa.guard.normalize import normalize
+
+    rng = random.Random(seed)
+    letters = ["가", "나", "다", "a", "b", "ㅅ", "ㅂ"]
+    vocabulary = {"".join(rng.choice(letters) for _ in range(rng.randint(1, 4))) for _ in range(30)}
+    content_filter = ContentFilter(sorted(vocabulary))
+    assert not content_filter._automaton.separators
+    alphabet = [*letters, "ㅏ", " ", "  ", ".", "1", "\u200b", "ß", "A"]
+    for _ in range(100):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 30)))
+        assert content_filter.scan(text) == content_filter.find_normalized(normalize(text)), text

@@ -153,16 +153,17 @@ def test_endless_spread_out_run_is_released_after_max_hold(words: ContentFilter)
         assert s.held <= 102
 
 
+@pytest.mark.parametrize("separators", [True, False])
 @pytest.mark.parametrize("seed", range(10))
-def test_dense_overlapping_words(seed: int) -> None:
+def test_dense_overlapping_words(seed: int, separators: bool) -> None:
     # Many short words over a tiny alphabet: matches overlap and nest everywhere,
-    # Latin words need boundaries, and some words contain a separator.
+    # Latin words need boundaries, and (or not) some words contain a separator,
+    # which changes how ContentFilter.scan works inside.
     rng = random.Random(seed)
     letters = ["가", "나", "다", "a", "b"]
-    vocabulary = {
-        "".join(rng.choice(letters) for _ in range(rng.randint(1, 4))) for _ in range(40)
-    }
-    vocabulary |= {"a b", "가 나다"}
+    vocabulary = {"".join(rng.choice(letters) for _ in range(rng.randint(1, 4))) for _ in range(40)}
+    if separators:
+        vocabulary |= {"a b", "가 나다"}
     content_filter = ContentFilter(sorted(vocabulary))
     alphabet = [*letters, " ", ".", "1"]
     for _ in range(30):

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 from ahocorasick_rs import AhoCorasick, Implementation, MatchKind
 
-from daehwa.guard.normalize import Normalized, is_latin_letter
+from daehwa.guard.normalize import Folded, Normalized, is_latin_letter, spread_runs
 
 __all__ = ["WordAutomaton"]
 
@@ -41,8 +41,10 @@ class WordAutomaton:
     begins (ends).
     """
 
-    def __init__(self, patterns: Sequence[str]) -> None:
+    def __init__(self, patterns: Sequence[str], *, separators: bool = True) -> None:
         self._size = len(patterns)
+        #: Whether some pattern contains a separator (then :meth:`find_folded` cannot be used).
+        self.separators = separators
         self._automaton = (
             AhoCorasick(
                 patterns,
@@ -91,6 +93,77 @@ class WordAutomaton:
                 continue
             selected.append((index, hit_start + start, hit_end + start))
             position = hit_end
+        return selected
+
+    def find_folded(self, folded: Folded) -> list[tuple[int, int, int]]:
+        """Like :meth:`find` on ``normalize(text)``, without building the joined text.
+
+        Returns ``(pattern index, start, end)`` in *folded* offsets. The folded
+        text is scanned as it is, and the spread-out runs, joined, are scanned
+        apart; matches touching a run in the first scan are dropped. This is
+        the same as scanning the joined text when no pattern contains a
+        separator: a run is then bounded by separators no match can cross.
+        Inside a joined run every position is a word boundary (its letters
+        were apart), so those matches need no boundary test.
+        """
+        automaton = self._automaton
+        if automaton is None:
+            return []
+        if self.separators:
+            raise ValueError("find_folded() needs patterns without separators")
+        text = folded.text
+        run_starts: list[int] = []
+        run_ends: list[int] = []
+        run_letters: list[list[int] | None] = []
+        pieces: list[str] = []
+        for start, end, letters in spread_runs(folded.classes):
+            run_starts.append(start)
+            run_ends.append(end)
+            run_letters.append(letters)
+            pieces.append(
+                text[start:end:2] if letters is None else "".join([text[k] for k in letters])
+            )
+        candidates: list[tuple[int, int, int]] = []
+        boundaries = self._boundaries
+        view: Normalized | None = None
+        for index, start, end in automaton.find_matches_as_indexes(text, overlapping=True):
+            if run_starts:
+                k = bisect.bisect_right(run_starts, end - 1) - 1
+                if k >= 0 and run_ends[k] > start:
+                    continue  # touches a spread-out run: found in the joined runs instead
+            need = boundaries[index]
+            if need:
+                if view is None:
+                    view = Normalized(text, 0, starts=folded.starts, ends=folded.ends)
+                if (need & _LEFT and not view.is_word_boundary(start)) or (
+                    need & _RIGHT and not view.is_word_boundary(end)
+                ):
+                    continue
+            candidates.append((index, start, end))
+        if pieces:
+            # "\x00" never occurs in a pattern (it would be a separator).
+            offsets = [0]
+            for piece in pieces[:-1]:
+                offsets.append(offsets[-1] + len(piece) + 1)
+            joined = "\x00".join(pieces)
+            for index, start, end in automaton.find_matches_as_indexes(joined, overlapping=True):
+                k = bisect.bisect_right(offsets, start) - 1
+                first, last = start - offsets[k], end - 1 - offsets[k]
+                letters = run_letters[k]
+                if letters is None:
+                    candidates.append(
+                        (index, run_starts[k] + 2 * first, run_starts[k] + 2 * last + 1)
+                    )
+                else:
+                    candidates.append((index, letters[first], letters[last] + 1))
+        if len(candidates) > 1:
+            candidates.sort(key=_start_then_longest)
+        selected: list[tuple[int, int, int]] = []
+        position = 0
+        for candidate in candidates:
+            if candidate[1] >= position:
+                selected.append(candidate)
+                position = candidate[2]
         return selected
 
     def can_grow(self, text: str) -> bool:

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from daehwa.guard.automaton import WordAutomaton
-from daehwa.guard.normalize import Normalized, normalize
+from daehwa.guard.normalize import Normalized, fold, normalize
 
 __all__ = ["MASK_CHAR", "ContentFilter", "Match", "apply_mask"]
 
@@ -46,14 +46,17 @@ class ContentFilter:
 
     def __init__(self, words: Iterable[str]) -> None:
         patterns: dict[str, str] = {}
+        separators = False
         for word in words:
-            if not word.strip():
+            word = word.strip()
+            if not word:
                 continue
-            key = normalize(word.strip()).text
-            if key and key not in patterns:
-                patterns[key] = word.strip()
+            norm = normalize(word, open_end=True)  # open_end: to get its classes
+            if norm.text and norm.text not in patterns:
+                patterns[norm.text] = word
+                separators = separators or b"S" in (norm.classes or b"")
         self._words = list(patterns.values())
-        self._automaton = WordAutomaton(list(patterns))
+        self._automaton = WordAutomaton(list(patterns), separators=separators)
 
     @classmethod
     def from_files(cls, paths: Iterable[str | os.PathLike[str]]) -> ContentFilter:
@@ -78,7 +81,20 @@ class ContentFilter:
         """The banned words in ``text``, in order, with offsets in ``text``."""
         if not self._words or not text:
             return []
-        return self.find_normalized(normalize(text))
+        if self._automaton.separators:
+            return self.find_normalized(normalize(text))
+        folded = fold(text)
+        starts, ends = folded.starts, folded.ends
+        words = self._words
+        matches: list[Match] = []
+        for index, start, end in self._automaton.find_folded(folded):
+            if starts is not None:
+                start, end = (
+                    starts[start],
+                    (ends[end - 1] if ends is not None else starts[end - 1] + 1),
+                )
+            matches.append(Match(start, end, words[index]))
+        return matches
 
     def mask(self, text: str, *, char: str = MASK_CHAR) -> str:
         """``text`` with every character of every match replaced by ``char``."""

@@ -33,8 +33,10 @@ from __future__ import annotations
 import re
 import unicodedata
 from bisect import bisect_left, bisect_right
+from collections.abc import Iterator
+from typing import NamedTuple
 
-__all__ = ["MAX_GAP", "Normalized", "is_latin_letter", "normalize"]
+__all__ = ["MAX_GAP", "Folded", "Normalized", "fold", "is_latin_letter", "normalize", "spread_runs"]
 
 #: Separators allowed between two letters of a spread-out word ("바 . 보").
 MAX_GAP = 3
@@ -163,25 +165,62 @@ class Normalized:
         return self._original_end(i - 1) < self._original_start(i)
 
 
+class Folded(NamedTuple):
+    """Text after the per-character folding, before spread-out runs are joined.
+
+    ``classes`` has ``b"L"`` (letter) or ``b"S"`` (separator) per character;
+    ``starts``/``ends`` map each character to its original span (``None``:
+    one to one).
+    """
+
+    text: str
+    classes: bytes
+    starts: list[int] | None
+    ends: list[int] | None
+    original_length: int
+
+
 def normalize(text: str, *, open_end: bool = False) -> Normalized:
     """Normalise ``text`` for matching (see the module docstring).
 
     With ``open_end`` the text is the beginning of a stream, and
     :attr:`Normalized.stable_end` says how much of it is final.
     """
+    folded = fold(text)
+    return _join_spread(*folded, open_end)
+
+
+def fold(text: str) -> Folded:
+    """Steps 1 and 2 of the normalisation: fold characters, compose jamo."""
     raw = text.encode("utf-8", "surrogatepass")
     classes = raw.translate(_CLASS_TABLE, _CONTINUATION)
     if _X in classes:
-        return _normalize_special(text, raw, classes, open_end)
+        return _fold_special(text, raw, classes)
     folded = text
     if _U in classes:
         # Only ASCII letters are upper case here: everything else is marked X.
         folded = raw.lower().decode("utf-8", "surrogatepass")
         classes = classes.translate(_UPPER_TO_LETTER)
-    return _join_spread(folded, classes, None, None, len(text), open_end)
+    return Folded(folded, classes, None, None, len(text))
 
 
-def _normalize_special(text: str, raw: bytes, classes: bytes, open_end: bool) -> Normalized:
+def spread_runs(classes: bytes) -> Iterator[tuple[int, int, list[int] | None]]:
+    """The runs of single-letter pieces: ``(start, end, letters)``.
+
+    ``letters`` lists the letters' indices, or is ``None`` when the run
+    alternates letter, separator, letter (then they are ``start``, ``start + 2`` …).
+    """
+    for found in _RUN.finditer(b"S" + classes + b"S"):
+        # Offsets in the padded bytes are one more; the match starts with the separator.
+        start, end = found.span()
+        end -= 1
+        if classes.find(b"SS", start, end) < 0:
+            yield start, end, None
+        else:
+            yield start, end, [k for k in range(start, end) if classes[k] == _L]
+
+
+def _fold_special(text: str, raw: bytes, classes: bytes) -> Folded:
     """Fold the characters the byte table could not classify, and splice them in."""
     substitutions: list[tuple[int, str]] = []
     patched = bytearray(classes.translate(_UPPER_TO_LETTER))
@@ -191,7 +230,7 @@ def _normalize_special(text: str, raw: bytes, classes: bytes, open_end: bool) ->
         char = text[i]
         folded = _fold(char)
         if folded and _is_lead_jamo(folded[-1]) and _vowel_follows(text, i + 1):
-            return _normalize_slow(text, open_end)  # jamo to compose
+            return _fold_slow(text)  # jamo to compose
         if len(folded) == 1:
             patched[i] = _class_of(folded)
         else:
@@ -207,7 +246,7 @@ def _normalize_special(text: str, raw: bytes, classes: bytes, open_end: bool) ->
             parts.append(folded)
             previous = i + 1
         parts.append(base[previous:])
-        return _join_spread("".join(parts), bytes(patched), None, None, len(text), open_end)
+        return Folded("".join(parts), bytes(patched), None, None, len(text))
     # Some characters fold to several or to none ("…" → "...", zero-width → ""): map them.
     # Each folded character still comes from one original character: starts suffice.
     class_parts: list[bytes | bytearray] = []
@@ -224,7 +263,7 @@ def _normalize_special(text: str, raw: bytes, classes: bytes, open_end: bool) ->
     parts.append(base[previous:])
     class_parts.append(patched[previous:])
     starts.extend(range(previous, n))
-    return _join_spread("".join(parts), b"".join(class_parts), starts, None, n, open_end)
+    return Folded("".join(parts), b"".join(class_parts), starts, None, n)
 
 
 def _vowel_follows(text: str, j: int) -> bool:
@@ -237,7 +276,7 @@ def _vowel_follows(text: str, j: int) -> bool:
     return False
 
 
-def _normalize_slow(text: str, open_end: bool) -> Normalized:
+def _fold_slow(text: str) -> Folded:
     """Character by character, then compose spelled-out jamo (the rare slow path)."""
     chars: list[str] = []
     starts: list[int] = []
@@ -261,9 +300,7 @@ def _normalize_slow(text: str, open_end: bool) -> Normalized:
     )
     for found in _SPECIAL.finditer(classes):
         classes[found.start()] = _class_of(result[found.start()])
-    return _join_spread(
-        result, bytes(classes).translate(_UPPER_TO_LETTER), starts, ends, len(text), open_end
-    )
+    return Folded(result, bytes(classes).translate(_UPPER_TO_LETTER), starts, ends, len(text))
 
 
 def _join_spread(

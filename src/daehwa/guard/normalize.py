@@ -66,6 +66,7 @@ _UPPER_TO_LETTER = bytes.maketrans(b"U", b"L")
 _RUN = re.compile(f"SLS(?:S{{0,{MAX_GAP - 1}}}L)(?:S{{1,{MAX_GAP}}}L)*(?=S)".encode())
 _SPECIAL = re.compile(rb"X")
 _CONJOINING = re.compile("[\u1100-\u11ff]")
+_JAMO_RUN = re.compile("[\u1100-\u11ff]{2,}")
 
 # Conjoining jamo: leading consonants, vowels, trailing consonants.
 _L0, _V0, _T0, _SBASE = 0x1100, 0x1161, 0x11A7, 0xAC00
@@ -224,13 +225,13 @@ def _fold_special(text: str, raw: bytes, classes: bytes) -> Folded:
     """Fold the characters the byte table could not classify, and splice them in."""
     substitutions: list[tuple[int, str]] = []
     patched = bytearray(classes.translate(_UPPER_TO_LETTER))
-    resized = False
+    resized = compose = False
     for found in _SPECIAL.finditer(classes):
         i = found.start()
         char = text[i]
         folded = _fold(char)
         if folded and _is_lead_jamo(folded[-1]) and _vowel_follows(text, i + 1):
-            return _fold_slow(text)  # jamo to compose
+            compose = resized = True  # spelled-out jamo: composing changes the length
         if len(folded) == 1:
             patched[i] = _class_of(folded)
         else:
@@ -263,7 +264,44 @@ def _fold_special(text: str, raw: bytes, classes: bytes) -> Folded:
     parts.append(base[previous:])
     class_parts.append(patched[previous:])
     starts.extend(range(previous, n))
+    if compose:
+        return _compose_regions("".join(parts), starts, n)
     return Folded("".join(parts), b"".join(class_parts), starts, None, n)
+
+
+def _compose_regions(text: str, starts: list[int], original_length: int) -> Folded:
+    """Compose the runs of conjoining jamo in folded ``text``; the rest is untouched."""
+    ends = list(map((1).__add__, starts))
+    parts: list[str] = []
+    new_starts: list[int] = []
+    new_ends: list[int] = []
+    previous = 0
+    for found in _JAMO_RUN.finditer(text):
+        start, end = found.span()
+        composed, region_starts, region_ends = _compose_jamo(
+            text[start:end], starts[start:end], ends[start:end]
+        )
+        parts += (text[previous:start], composed)
+        new_starts += starts[previous:start]
+        new_starts += region_starts
+        new_ends += ends[previous:start]
+        new_ends += region_ends
+        previous = end
+    parts.append(text[previous:])
+    new_starts += starts[previous:]
+    new_ends += ends[previous:]
+    result = "".join(parts)
+    return Folded(result, _classes_of(result), new_starts, new_ends, original_length)
+
+
+def _classes_of(folded: str) -> bytes:
+    """Letter or separator for each character of an already folded text."""
+    classes = bytearray(
+        folded.encode("utf-8", "surrogatepass").translate(_CLASS_TABLE, _CONTINUATION)
+    )
+    for found in _SPECIAL.finditer(classes):
+        classes[found.start()] = _class_of(folded[found.start()])
+    return bytes(classes).translate(_UPPER_TO_LETTER)
 
 
 def _vowel_follows(text: str, j: int) -> bool:
@@ -277,7 +315,7 @@ def _vowel_follows(text: str, j: int) -> bool:
 
 
 def _fold_slow(text: str) -> Folded:
-    """Character by character, then compose spelled-out jamo (the rare slow path)."""
+    """Character by character, then compose jamo: the reference :func:`fold` must equal."""
     chars: list[str] = []
     starts: list[int] = []
     ends: list[int] = []
@@ -295,12 +333,7 @@ def _fold_slow(text: str) -> Folded:
     result = "".join(chars)
     if _CONJOINING.search(result):
         result, starts, ends = _compose_jamo(result, starts, ends)
-    classes = bytearray(
-        result.encode("utf-8", "surrogatepass").translate(_CLASS_TABLE, _CONTINUATION)
-    )
-    for found in _SPECIAL.finditer(classes):
-        classes[found.start()] = _class_of(result[found.start()])
-    return Folded(result, bytes(classes).translate(_UPPER_TO_LETTER), starts, ends, len(text))
+    return Folded(result, _classes_of(result), starts, ends, len(text))
 
 
 def _join_spread(

@@ -101,8 +101,11 @@ class SqlStore:
         parsed = make_url(url)
         self.dialect = parsed.get_backend_name()
         options: dict[str, Any] = {"json_serializer": _dumps, "json_deserializer": orjson.loads}
-        if self.dialect != "sqlite" or parsed.database not in (None, "", ":memory:"):
+        if self.dialect != "sqlite":
+            # A pooled server connection may have been dropped (restart, failover).
             options.update(pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True)
+        elif parsed.database not in (None, "", ":memory:"):
+            options.update(pool_size=pool_size, max_overflow=max_overflow)
         self.engine: AsyncEngine = create_async_engine(parsed, **options)
         # SQLite has one writer at a time; queueing writers here is fairer and
         # faster than letting them sleep in SQLite's busy handler.

@@ -110,7 +110,9 @@ def upgrade() -> None:
         "ix_messages_conversation_id_created_at", "messages", ["conversation_id", "created_at"]
     )
     op.create_index("ix_messages_status", "messages", ["status"])
-    if op.get_bind().dialect.name == "postgresql":
+    context = op.get_context()
+    # Offline (--sql) scripts leave the optional index to the operator.
+    if context.dialect.name == "postgresql" and not context.as_sql:
         _trigram_index()
 
 

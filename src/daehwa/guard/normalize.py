@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 __all__ = ["MAX_GAP", "Folded", "Normalized", "fold", "is_latin_letter", "normalize", "spread_runs"]
@@ -104,8 +105,8 @@ class Normalized:
         *,
         classes: bytes | None = None,
         deleted: list[int] | None = None,
-        starts: list[int] | None = None,
-        ends: list[int] | None = None,
+        starts: Sequence[int] | None = None,
+        ends: Sequence[int] | None = None,
     ) -> None:
         self.text = text
         self.stable_end = stable_end
@@ -176,8 +177,8 @@ class Folded(NamedTuple):
 
     text: str
     classes: bytes
-    starts: list[int] | None
-    ends: list[int] | None
+    starts: Sequence[int] | None
+    ends: Sequence[int] | None
     original_length: int
 
 
@@ -250,31 +251,50 @@ def _fold_special(text: str, raw: bytes, classes: bytes) -> Folded:
         return Folded("".join(parts), bytes(patched), None, None, len(text))
     # Some characters fold to several or to none ("…" → "...", zero-width → ""): map them.
     # Each folded character still comes from one original character: starts suffice.
+    # Offsets are arrays sliced from a ready-made 0, 1, 2, … (no int objects per character).
+    n = len(text)
+    iota = _iota(n + 1)
     class_parts: list[bytes | bytearray] = []
-    starts: list[int] = []
+    starts = array("q")
+    ends = array("q")  # only to compose jamo; otherwise each end is start + 1
     for i, folded in substitutions:
         parts.append(base[previous:i])
         class_parts.append(patched[previous:i])
-        starts.extend(range(previous, i))
+        starts += iota[previous:i]
         parts.append(folded)
         class_parts.append(bytes([_class_of(c) for c in folded]))
-        starts.extend([i] * len(folded))
+        starts += iota[i : i + 1] * len(folded)
+        if compose:
+            ends += iota[previous + 1 : i + 1]
+            ends += iota[i + 1 : i + 2] * len(folded)
         previous = i + 1
-    n = len(text)
     parts.append(base[previous:])
     class_parts.append(patched[previous:])
-    starts.extend(range(previous, n))
+    starts += iota[previous:n]
     if compose:
-        return _compose_regions("".join(parts), starts, n)
+        ends += iota[previous + 1 : n + 1]
+        return _compose_regions("".join(parts), starts, ends, n)
     return Folded("".join(parts), b"".join(class_parts), starts, None, n)
 
 
-def _compose_regions(text: str, starts: list[int], original_length: int) -> Folded:
+_IOTA = array("q", range(4096))
+
+
+def _iota(size: int) -> array[int]:
+    """The array 0, 1, …, at least ``size`` long (grown on demand, shared)."""
+    global _IOTA
+    if len(_IOTA) < size:
+        _IOTA = array("q", range(max(size, 2 * len(_IOTA))))
+    return _IOTA
+
+
+def _compose_regions(
+    text: str, starts: array[int], ends: array[int], original_length: int
+) -> Folded:
     """Compose the runs of conjoining jamo in folded ``text``; the rest is untouched."""
-    ends = list(map((1).__add__, starts))
     parts: list[str] = []
-    new_starts: list[int] = []
-    new_ends: list[int] = []
+    new_starts = array("q")
+    new_ends = array("q")
     previous = 0
     for found in _JAMO_RUN.finditer(text):
         start, end = found.span()
@@ -283,9 +303,9 @@ def _compose_regions(text: str, starts: list[int], original_length: int) -> Fold
         )
         parts += (text[previous:start], composed)
         new_starts += starts[previous:start]
-        new_starts += region_starts
+        new_starts.extend(region_starts)
         new_ends += ends[previous:start]
-        new_ends += region_ends
+        new_ends.extend(region_ends)
         previous = end
     parts.append(text[previous:])
     new_starts += starts[previous:]
@@ -339,8 +359,8 @@ def _fold_slow(text: str) -> Folded:
 def _join_spread(
     folded: str,
     classes: bytes,
-    starts: list[int] | None,
-    ends: list[int] | None,
+    starts: Sequence[int] | None,
+    ends: Sequence[int] | None,
     original_length: int,
     open_end: bool,
 ) -> Normalized:
@@ -394,7 +414,7 @@ def _joined_classes(classes: bytes, deleted: list[int]) -> bytes:
 
 
 def _stable_end(
-    classes: bytes, last_run: tuple[int, int], starts: list[int] | None, length: int
+    classes: bytes, last_run: tuple[int, int], starts: Sequence[int] | None, length: int
 ) -> int:
     """Where the still-open end of a stream begins, in original offsets.
 
@@ -419,7 +439,7 @@ def _stable_end(
 
 
 def _compose_jamo(
-    text: str, starts: list[int], ends: list[int]
+    text: str, starts: Sequence[int], ends: Sequence[int]
 ) -> tuple[str, list[int], list[int]]:
     """Compose spelled-out jamo (lead + vowel [+ tail]) into syllables."""
     chars: list[str] = []

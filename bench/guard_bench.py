@@ -105,39 +105,49 @@ def bench_scan(content_filter: ContentFilter, length: int, runs: int) -> None:
     print(f"normalize() of the clean message, joined text (the stream's path): {median:.1f} µs")
 
 
-def bench_automata(words: list[str], length: int, runs: int) -> None:
+def bench_automata(words: list[str], length: int, runs: int, *, dfa: bool = False) -> None:
     patterns = sorted({normalize(w).text for w in words})
     text = normalize(mixed_message(length, insert=INSERTED)).text
-    rows: list[tuple[str, float, float, float]] = []
-    for name, implementation in (
+    rows: list[tuple[str, float, float, float, float]] = []
+    kinds = [
         ("ahocorasick-rs contiguous NFA", Implementation.ContiguousNFA),
         ("ahocorasick-rs noncontiguous NFA", Implementation.NoncontiguousNFA),
-    ):
+    ]
+    if dfa:
+        kinds.append(("ahocorasick-rs DFA", Implementation.DFA))
+    for name, implementation in kinds:
+        gc.collect()
+        before = _rss_mb()
         start = time.perf_counter()
         automaton = AhoCorasick(
             patterns, matchkind=MatchKind.Standard, implementation=implementation
         )
         build = time.perf_counter() - start
+        memory = _rss_mb() - before
         median, p99 = _timed(
             partial(automaton.find_matches_as_indexes, text, overlapping=True), runs
         )
-        rows.append((name, build, median, p99))
+        rows.append((name, build, memory, median, p99))
+        del automaton
     try:
         import ahocorasick  # type: ignore[import-not-found]  # pyahocorasick, optional
     except ImportError:
         print("automata: pyahocorasick not installed (pip install pyahocorasick to compare)")
     else:
+        gc.collect()
+        before = _rss_mb()
         start = time.perf_counter()
         py_automaton = ahocorasick.Automaton()
         for index, pattern in enumerate(patterns):
             py_automaton.add_word(pattern, index)
         py_automaton.make_automaton()
         build = time.perf_counter() - start
+        memory = _rss_mb() - before
         median, p99 = _timed(lambda: list(py_automaton.iter(text)), max(runs // 10, 50))
-        rows.append(("pyahocorasick", build, median, p99))
-    for name, build, median, p99 in rows:
+        rows.append(("pyahocorasick", build, memory, median, p99))
+    for name, build, memory, median, p99 in rows:
         print(
-            f"automaton {name:33s} build {build:5.2f} s, "
+            f"automaton {name:33s} build {build:5.2f} s, +{memory:4.0f} MB, "
             f"scan median {median:7.1f} µs, p99 {p99:7.1f} µs"
         )
 
@@ -220,6 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=5000, help="timed scans per message")
     parser.add_argument("--sentences", type=int, default=20_000, help="clean corpus size")
     parser.add_argument("--quick", action="store_true", help="fewer runs (smoke test)")
+    parser.add_argument("--dfa", action="store_true", help="also the DFA (about 250 MB)")
     args = parser.parse_args(argv)
     runs = 300 if args.quick else args.runs
     sample = read_word_files([SAMPLE_WORDS])
@@ -233,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     content_filter = bench_build(words)
     bench_scan(content_filter, args.length, runs)
-    bench_automata(words, args.length, runs)
+    bench_automata(words, args.length, runs, dfa=args.dfa)
     bench_stream(content_filter, 5 if args.quick else 30)
     bench_false_positives(sample, 2000 if args.quick else args.sentences)
     return 0

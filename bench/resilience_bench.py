@@ -4,11 +4,13 @@
   yields ready-made chunks with no I/O; the same stream is read bare and
   through :class:`~daehwa.llm.resilience.ResilientModel`; the difference of
   ``time.process_time`` per token is the wrapper's cost.
-- ``fallback``: end-to-end fallback latency through the HTTP API. A real
-  daehwa server (uvicorn, ChatService, SQLite) calls the fake upstream, which
-  never sends a first token; the client measures from sending the message to
-  the ``done`` event (status ``fallback``). Also: a slow primary with a healthy
-  fallback model, measured to the first ``delta``.
+- ``fallback``: the fallback latency. First the model path alone: how long
+  after the caller's deadline the stream is closed, bare and wrapped. Then end
+  to end through the HTTP API: a real daehwa server (uvicorn, ChatService,
+  SQLite) calls the fake upstream, which never sends a first token; the client
+  measures from sending the message to the ``done`` event (status
+  ``fallback``). For comparison, a whole turn of an instant scripted model; and
+  a slow primary with a healthy fallback model, measured to the first ``delta``.
 - ``breaker``: with the default ``[resilience]`` settings and an upstream that
   answers every call with 503, how many user requests go by until the breaker
   opens, and how many upstream calls are made while it is open.
@@ -152,10 +154,11 @@ class Daehwa:
 
 
 async def _timed_turn(
-    http: aiohttp.ClientSession, url: str, headers: dict[str, str]
+    http: aiohttp.ClientSession, url: str, headers: dict[str, str], model: str
 ) -> dict[str, Any]:
-    async with http.post(f"{url}/v1/conversations", headers=headers, json={}) as response:
-        cid = (await response.json())["id"]
+    """One turn with ``model``: seconds from sending to the first of each event type."""
+    async with http.post(f"{url}/v1/conversations", headers=headers, json={"model": model}) as r:
+        cid = (await r.json())["id"]
     decoder = SSEDecoder()
     out: dict[str, Any] = {}
     start = time.perf_counter()
@@ -166,13 +169,9 @@ async def _timed_turn(
     ) as response:
         async for data in response.content.iter_any():
             for event in decoder.feed(data):
-                now = time.perf_counter() - start
-                if event.event == "delta" and "first_delta" not in out:
-                    out["first_delta"] = now
+                out.setdefault(event.event, time.perf_counter() - start)
                 if event.event in ("done", "error"):
-                    out["end"] = now
-                    out["last"] = event.event
-                    out["data"] = event.data
+                    out["end"], out["data"] = out[event.event], event.data
     return out
 
 
@@ -211,6 +210,7 @@ async def fallback(deadline: float, runs: int) -> None:
         chained = ResilientModel.from_settings(
             primary, config, guard=alone.guard, fallbacks=[spare]
         )
+        await _cancel_cost(primary, alone, deadline, runs)
         with tempfile.TemporaryDirectory() as tmp:
             instant = ScriptedModel("instant", reply="네")
             models: dict[str, ChatModel] = {"main": alone, "chained": chained, "instant": instant}
@@ -219,51 +219,42 @@ async def fallback(deadline: float, runs: int) -> None:
                 aiohttp.ClientSession() as http,
             ):
                 headers = await server.user()
-                results = [await _timed_turn(http, server.url, headers) for _ in range(runs)]
-                assert all('"status":"fallback"' in r["data"] for r in results), results[0]
+                turns = {
+                    name: [await _timed_turn(http, server.url, headers, name) for _ in range(runs)]
+                    for name in ("main", "instant", "chained")
+                }
+                fell = turns["main"]
+                assert all('"status":"fallback"' in r["data"] for r in fell), fell[0]
+                print(f"first_token_timeout = {deadline:g} s, {runs} sequential turns each")
+                print("no first token, no fallback model:")
+                _summary("  send → done(fallback)", [r["end"] for r in fell])
+                _summary("  overhead over the deadline", [r["end"] - deadline for r in fell])
+                print("for comparison, a whole turn of an instant one-word model:")
+                _summary("  send → done", [r["end"] for r in turns["instant"]])
                 print(
-                    f"first_token_timeout = {deadline:g} s, no fallback model, "
-                    f"{runs} sequential turns"
+                    f"slow primary + healthy fallback (attempt_timeout {config.attempt_timeout:g}):"
                 )
-                _summary("  send → done(fallback)", [r["end"] for r in results])
-                _summary("  overhead over the deadline", [r["end"] - deadline for r in results])
-                base = [
-                    await _timed_chained(http, server.url, headers, "instant") for _ in range(runs)
-                ]
-                print("for comparison, a whole turn of an instant one-word model (no resilience)")
-                _summary("  send → first delta", base)
-                times = [
-                    await _timed_chained(http, server.url, headers, "chained") for _ in range(runs)
-                ]
-                print(
-                    f"slow primary + healthy fallback model (attempt_timeout = "
-                    f"{config.attempt_timeout:g} s), {runs} sequential turns"
-                )
-                _summary("  send → first delta", times)
+                _summary("  send → first delta", [r["delta"] for r in turns["chained"]])
         for client in clients:
             await client.aclose()
 
 
-async def _timed_chained(
-    http: aiohttp.ClientSession, url: str, headers: dict[str, str], model: str
-) -> float:
-    """Seconds from sending a message to ``model`` to its first delta."""
-    async with http.post(
-        f"{url}/v1/conversations", headers=headers, json={"model": model}
-    ) as response:
-        cid = (await response.json())["id"]
-    decoder = SSEDecoder()
-    start = time.perf_counter()
-    async with http.post(
-        f"{url}/v1/conversations/{cid}/messages",
-        headers={**headers, "accept": "text/event-stream"},
-        json={"content": "안녕"},
-    ) as response:
-        async for data in response.content.iter_any():
-            for event in decoder.feed(data):
-                if event.event == "delta":
-                    return time.perf_counter() - start
-    raise RuntimeError("no delta")
+async def _cancel_cost(bare: ChatModel, wrapped: ChatModel, deadline: float, runs: int) -> None:
+    """The model path alone: from the caller's deadline until the stream is closed."""
+    loop = asyncio.get_running_loop()
+    print(f"model path, caller deadline {deadline:g} s, {runs} calls each")
+    for label, model in (("bare OpenAIModel", bare), ("ResilientModel", wrapped)):
+        late: list[float] = []
+        for _ in range(runs):
+            stream = model.stream(MESSAGES, PARAMS)
+            start = loop.time()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(deadline):
+                    async for _ in stream:
+                        pass
+            await stream.aclose()  # type: ignore[attr-defined]
+            late.append(loop.time() - start - deadline)
+        _summary(f"  {label}: deadline → closed", late)
 
 
 # -- breaker -------------------------------------------------------------------------

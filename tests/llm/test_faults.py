@@ -30,9 +30,11 @@ from tests.fakes.http_server import DropConnection, RecordedRequest, Reply
 from tests.fakes.openai_upstream import DEFAULT_TEXT, FakeOpenAIUpstream, _pieces
 
 API_KEY = "sk-fault-test-secret"
-# Fast retries and small bounds, so that every fault resolves in well under a second.
+# Fast retries and small bounds, so that every fault resolves in well under a second;
+# the first-token budget is roomy so that a loaded machine cannot turn an answer
+# into a fallback reply (the test of the fallback reply shortens it).
 SETTINGS: dict[str, Any] = {
-    "first_token_timeout": 0.5,
+    "first_token_timeout": 3.0,
     "attempt_timeout": 0.3,
     "stall_timeout": 0.3,
     "fallback_reply": "잠시 후 다시 시도해 주세요.",
@@ -248,8 +250,10 @@ async def test_rate_limited_beyond_the_budget_is_not_waited_for(upstreams: Upstr
 # -- what the user sees and what is stored -----------------------------------------
 
 
-async def serve(make_server: ServerFactory, models: dict[str, ResilientModel]) -> Server:
-    server: Server = await make_server(models, resilience=SETTINGS)
+async def serve(
+    make_server: ServerFactory, models: dict[str, ResilientModel], **overrides: Any
+) -> Server:
+    server: Server = await make_server(models, resilience={**SETTINGS, **overrides})
     return server
 
 
@@ -286,7 +290,10 @@ async def test_user_gets_the_fallback_reply_when_no_token_comes(
 ) -> None:
     up = await upstreams.start()
     up.default = up.default.parse("text ttft=30")
-    server = await serve(make_server, {"main": resilient(upstreams.model(up), settings())})
+    config = settings(first_token_timeout=0.5)
+    server = await serve(
+        make_server, {"main": resilient(upstreams.model(up), config)}, first_token_timeout=0.5
+    )
     reply, stored = await turn(server)
     assert reply.text == SETTINGS["fallback_reply"]
     kind, done = ended(reply)
@@ -295,8 +302,8 @@ async def test_user_gets_the_fallback_reply_when_no_token_comes(
     await asyncio.sleep(0.2)  # the late answer is discarded, never appended
     later = await stored_reply(server, stored["_me"], stored["_cid"])
     assert (later["status"], later["content"]) == ("fallback", SETTINGS["fallback_reply"])
-    # One attempt timed out (0.3 s); the retry was cut by the 0.5 s deadline.
-    assert up.calls == 2
+    # One attempt timed out (0.3 s); its retry (if it began in time) was cut by the deadline.
+    assert 1 <= up.calls <= 2
 
 
 async def test_user_gets_the_fallback_models_answer_when_the_first_is_slow(

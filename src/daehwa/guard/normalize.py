@@ -19,7 +19,7 @@ the word list and for the text alike, so both sides fold the same way:
    sentence does not turn into one long word (see docs/content-filter.md for
    the measured false-positive rate).
 
-Speed: a 1,000-character message is normalised in tens of microseconds. The
+Speed: a 1,000-character message is normalised in well under a millisecond. The
 common case (Hangul, CJK and ASCII) never loops over characters in Python:
 characters are classified by translating their UTF-8 bytes. The few other
 characters are folded one by one and spliced in; when that changes the

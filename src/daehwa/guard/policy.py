@@ -89,7 +89,7 @@ class ContentGuard:
         return source.current if isinstance(source, FilterHolder) else source
 
     def screen_input(self, text: str) -> InputVerdict:
-        """Apply the input policy to a user's message (CPU: ~50 µs per 1,000 characters)."""
+        """Apply the input policy to a user's message (about 0.1 ms per 1,000 characters)."""
         if self.input_policy == "off":
             return InputVerdict(False, text, text, ())
         matches = self.filter.scan(text)

@@ -14,6 +14,8 @@ spent (``time.process_time``) per event, and the fake's own CPU per event
 - ``model``: the whole :class:`daehwa.llm.openai.OpenAIModel` stream, JSON and all
   (daehwa's client only).
 
+httpx is measured too (``sse`` mode) when it is installed.
+
 Run from the repository root::
 
     .venv/bin/python -m bench.upstream_client --streams 100 --tokens 300 --delay 0.01
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
 import statistics
 import subprocess
@@ -129,6 +132,27 @@ async def run_aiohttp(base_url: str, body: bytes, streams: int, sse: bool) -> Re
         return await measure(one, streams)
 
 
+async def run_httpx(base_url: str, body: bytes, streams: int, sse: bool) -> Result:
+    """httpx, when installed (an optional dev dependency): the common default elsewhere."""
+    import httpx
+
+    limits = httpx.Limits(max_connections=streams, max_keepalive_connections=streams)
+    async with httpx.AsyncClient(limits=limits, timeout=60.0) as session:
+
+        async def one() -> tuple[int, int]:
+            decoder = SSEDecoder()
+            events = reads = 0
+            headers = {"content-type": "application/json"}
+            url = f"{base_url}/chat/completions"
+            async with session.stream("POST", url, content=body, headers=headers) as r:
+                async for piece in r.aiter_raw():
+                    reads += 1
+                    events += len(decoder.feed(piece)) if sse else piece.count(b"\n\n")
+            return events, reads
+
+        return await measure(one, streams)
+
+
 async def run_daehwa(base_url: str, body: bytes, streams: int, sse: bool) -> Result:
     client = UpstreamClient(base_url, max_connections=streams)
 
@@ -198,6 +222,8 @@ async def main() -> None:
             "daehwa  sse": lambda: run_daehwa(base_url, body, args.streams, True),
             "daehwa  model": lambda: run_model(base_url, args.tokens, args.delay, args.streams),
         }
+        if importlib.util.find_spec("httpx") is not None:
+            runs["httpx   sse"] = lambda: run_httpx(base_url, body, args.streams, True)
         results: dict[str, list[Result]] = {name: [] for name in runs}
         fake_cpu = fake_events = 0.0
         # Rounds interleave the clients, so a burst of load elsewhere hits all of them.

@@ -142,8 +142,10 @@ async def test_requests_beyond_slots_and_queue_are_busy() -> None:
         await drain()
     release.set()
     for task in (first, second):
-        with pytest.raises(ModelFileError):
+        with pytest.raises(ProviderError, match="model file went away") as info:
             await task
+        assert info.value.code == "model_unavailable"
+        assert isinstance(info.value.__cause__, ModelFileError)
     assert model.pending == 0
     await model.aclose()
     with pytest.raises(ProviderError, match="closed"):
@@ -157,3 +159,25 @@ def test_from_settings_fails_fast_on_bad_config(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="not a known local model"):
         LocalModel.from_settings(settings, "l")
+
+
+def test_slot_given_back_from_a_thread_after_its_loop_closed_is_kept() -> None:
+    """Regression: a worker finishing after the taker's loop closed lost the slot."""
+    pool = _SlotPool(1)
+    slot = asyncio.run(pool.take("a"))
+    worker = threading.Thread(target=pool.give_back, args=(slot,))
+    worker.start()
+    worker.join()
+    assert asyncio.run(asyncio.wait_for(pool.take("b"), 1)) == slot
+
+
+def test_waiter_of_a_closed_loop_does_not_swallow_the_slot() -> None:
+    pool = _SlotPool(1)
+    slot = asyncio.run(pool.take(None))
+    dead = asyncio.new_event_loop()
+    orphan: asyncio.Future[int] = dead.create_future()
+    pool._waiters.append(orphan)  # a request waiting on a loop that is then gone
+    dead.close()
+    pool.give_back(slot)
+    assert asyncio.run(asyncio.wait_for(pool.take(None), 1)) == slot
+    assert not orphan.done()

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import threading
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import aclosing, suppress
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from daehwa.config import ModelSettings, Settings
-from daehwa.errors import Busy, ContextOverflow, DaehwaError, ProviderError
+from daehwa.errors import Busy, ConfigError, ContextOverflow, DaehwaError, ProviderError
 from daehwa.llm.base import Chunk, GenerationParams
 from daehwa.llm.modelfiles import (
     KnownModel,
@@ -42,8 +43,14 @@ _DONE = object()
 
 
 def default_threads() -> int:
-    """Threads for generation: every core the process may use, at most 8."""
-    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
+    """Threads for generation: one core less than the process may use (at least 1, at most 8).
+
+    llama.cpp's threads spin while they wait for each other, so when another process
+    (or this server's own event loop) takes a core they all stall: on 2 cores, 2
+    threads under load decoded 3-4x slower than 1 (docs/local-model.md).
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(8, (cores or 1) - 1))
 
 
 def wire_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
@@ -112,45 +119,63 @@ class _ToolCallJoiner:
 class _SlotPool:
     """The server's slots, handed out so a conversation gets its previous slot back.
 
-    ``give_back`` is synchronous so a worker thread can schedule it on the loop.
+    ``give_back`` may be called from any thread (a worker gives its slot back the
+    moment llama.cpp returns), and wakes the next waiter on that waiter's own loop.
     """
 
     def __init__(self, size: int) -> None:
+        self._lock = threading.Lock()
         self._free = list(range(size))
         self._owner: dict[str, int] = {}
-        self._waiters: list[asyncio.Future[int]] = []
+        self._waiters: deque[asyncio.Future[int]] = deque()
 
     async def take(self, key: str | None) -> int:
-        if self._free:
-            preferred = self._owner.get(key) if key else None
-            slot = preferred if preferred in self._free else self._free[0]
-            assert slot is not None
-            self._free.remove(slot)
-        else:
+        with self._lock:
+            if self._free:
+                preferred = self._owner.get(key) if key else None
+                slot = preferred if preferred in self._free else self._free[0]
+                assert slot is not None
+                self._free.remove(slot)
+                self._remember(key, slot)
+                return slot
             waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
-            try:
-                slot = await waiter
-            except asyncio.CancelledError:
-                if waiter.done() and not waiter.cancelled():
-                    self.give_back(waiter.result())  # handed over just as we were cancelled
-                else:
+        try:
+            slot = await waiter
+        except asyncio.CancelledError:
+            with self._lock:
+                if waiter in self._waiters:
                     self._waiters.remove(waiter)
-                raise
+            if waiter.done() and not waiter.cancelled():
+                self.give_back(waiter.result())  # handed over just as we were cancelled
+            raise
+        with self._lock:
+            self._remember(key, slot)
+        return slot
+
+    def _remember(self, key: str | None, slot: int) -> None:
         if key:
             self._owner.pop(key, None)
             self._owner[key] = slot
             if len(self._owner) > 10_000:  # forget the oldest conversations
                 self._owner.pop(next(iter(self._owner)))
-        return slot
 
     def give_back(self, slot: int) -> None:
-        while self._waiters:
-            waiter = self._waiters.pop(0)
-            if not waiter.done():
-                waiter.set_result(slot)
-                return
-        self._free.append(slot)
+        with self._lock:
+            while self._waiters:
+                waiter = self._waiters.popleft()
+                try:
+                    waiter.get_loop().call_soon_threadsafe(self._hand_over, waiter, slot)
+                    return
+                except RuntimeError:  # that waiter's event loop is gone
+                    continue
+            self._free.append(slot)
+
+    def _hand_over(self, waiter: asyncio.Future[int], slot: int) -> None:
+        if waiter.done():  # cancelled while the slot was on its way
+            self.give_back(slot)
+        else:
+            waiter.set_result(slot)
 
 
 class LocalModel:
@@ -291,7 +316,12 @@ class LocalModel:
             )
         self._pending += 1
         try:
-            await self.start()
+            try:
+                await self.start()
+            except ConfigError as exc:  # e.g. the model file is missing or damaged
+                raise ProviderError(
+                    exc.message, code="model_unavailable", provider=self.name
+                ) from exc
             slot = await self._slots.take(params.cache_key)
             async with aclosing(self._generate(slot, messages, params)) as chunks:
                 async for chunk in chunks:
@@ -314,10 +344,11 @@ class LocalModel:
             return stop.is_set()  # True tells llama.cpp to stop this task
 
         def finished(_: Future[None]) -> None:
-            # The slot is free only once llama.cpp has really stopped.
+            # The slot is free only once llama.cpp has really stopped; give it back
+            # before the reader learns the end, whatever happens to its loop.
+            self._slots.give_back(slot)
             with suppress(RuntimeError):  # the loop may be gone at shutdown
                 loop.call_soon_threadsafe(queue.put_nowait, _DONE)
-                loop.call_soon_threadsafe(self._slots.give_back, slot)
 
         try:
             future = self._executor.submit(server.handle_chat_completions, body, on_chunk)

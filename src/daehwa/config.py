@@ -61,6 +61,9 @@ class ModelSettings(Section):
     max_new_tokens: int = Field(512, gt=0)
     temperature: float | None = Field(None, ge=0, le=2)
     timeout: float = Field(60.0, gt=0)
+    # Seconds to the first token before the fallback reply; empty: [resilience] first_token_timeout.
+    # An embedded model re-reading a long history needs far longer than a hosted one.
+    first_token_timeout: float | None = Field(None, gt=0)
     fallbacks: list[str] = Field(default_factory=list)
     # Provider-specific options (e.g. {"thinking": false} for GLM-4.5).
     options: dict[str, Any] = Field(default_factory=dict)
@@ -79,7 +82,7 @@ class ModelSettings(Section):
 
 
 class ChatSettings(Section):
-    default_model: str = "scripted"
+    default_model: str = "local"
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     max_content_chars: int = Field(32_000, gt=0)
 
@@ -158,11 +161,21 @@ class ToolsSettings(Section):
 
 def _default_models() -> dict[str, ModelSettings]:
     return {
+        # The embedded default: Qwen2.5-Coder-1.5B-Instruct (GGUF from PyPI) in llama.cpp.
+        # Window and reply length chosen from measured speed (docs/local-model.md).
+        "local": ModelSettings(
+            provider="local",
+            model="qwen2.5-coder-1.5b-instruct-q4",
+            context_window=2048,
+            max_new_tokens=384,
+            timeout=120,
+            first_token_timeout=120,
+        ),
         "scripted": ModelSettings(
             provider="scripted",
             reply="안녕하세요! 말씀하신 내용은 다음과 같습니다: {input}",
             token_delay=0.02,
-        )
+        ),
     }
 
 

@@ -19,6 +19,10 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# Metadata the server keeps for itself (cached token counts, recall embeddings).
+INTERNAL_METADATA = frozenset({"tokens", "embedding"})
+
+
 class Role(StrEnum):
     USER = "user"
     ASSISTANT = "assistant"
@@ -108,8 +112,9 @@ class Message:
         }
         if self.tool_call_id is not None:
             data["tool_call_id"] = self.tool_call_id
-        if self.metadata:
-            data["metadata"] = self.metadata
+        public = {k: v for k, v in self.metadata.items() if k not in INTERNAL_METADATA}
+        if public:
+            data["metadata"] = public
         return data
 
 

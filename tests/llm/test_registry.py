@@ -107,4 +107,4 @@ def test_get_unknown_name() -> None:
 
 def test_default_settings_build() -> None:
     models = ModelRegistry(Settings())
-    assert isinstance(models.get("scripted"), ScriptedModel)
+    assert isinstance(models.get("scripted").model, ScriptedModel)  # type: ignore[attr-defined]

@@ -16,6 +16,7 @@ from daehwa.chat.tools import ToolRegistry
 from daehwa.config import Settings
 from daehwa.context.builder import ContextBuilder
 from daehwa.context.summary import Summariser
+from daehwa.context.tokens import counter_for
 from daehwa.guard import ContentGuard
 from daehwa.messages import Conversation
 from daehwa.store.base import Store
@@ -41,7 +42,12 @@ def build_context(settings: Settings, models: ModelSource) -> ContextBuilder:
         name = settings.context.summary_model or conversation.model or settings.chat.default_model
         return models.get(name)
 
-    summariser = Summariser(model_for, max_tokens=settings.context.summary_max_tokens)  # type: ignore[arg-type]
+    name = settings.context.summary_model or settings.chat.default_model
+    summariser = Summariser(
+        model_for,  # type: ignore[arg-type]
+        max_tokens=settings.context.summary_max_tokens,
+        counter=counter_for(settings.models[name]),
+    )
     return ContextBuilder.from_settings(settings.context, summariser=summariser)
 
 
@@ -83,6 +89,8 @@ async def assemble(
 
             registry = ModelRegistry(settings)
             stack.push_async_callback(registry.aclose)
+            warming = asyncio.create_task(registry.warm_up())
+            stack.callback(warming.cancel)
             models = registry
         guard = await asyncio.to_thread(ContentGuard.from_settings, settings.guard)
         tools = build_tools(settings)

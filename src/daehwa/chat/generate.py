@@ -80,6 +80,8 @@ class ReplyStreamer:
         """
         await run.emit(Step("generate", {"model": model_name}))
         model = self.models.get(model_name)
+        configured = self.settings.models[model_name].first_token_timeout
+        first_token_timeout = configured or self.settings.resilience.first_token_timeout
         if self.guard is not None:
             outcome.filter = self.guard.output_filter()
         history = list(messages)
@@ -88,7 +90,9 @@ class ReplyStreamer:
             for round_number in range(last_round + 1):
                 # The last round offers no tools, so the model must answer in text.
                 offered = params if round_number < last_round else replace(params, tools=())
-                calls = await self._stream(run, reply_id, model, history, offered, outcome)
+                calls = await self._stream(
+                    run, reply_id, model, history, offered, outcome, first_token_timeout
+                )
                 if not calls or self.tools is None or round_number == last_round:
                     break
                 history += await self._call_tools(run, calls, outcome, reply_id, conversation_id)
@@ -132,6 +136,7 @@ class ReplyStreamer:
         messages: Sequence[Message],
         params: GenerationParams,
         outcome: Outcome,
+        first_token_timeout: float,
     ) -> list[ToolCall]:
         """Relay one model call's chunks as events; returns the tool calls it asked for.
 
@@ -143,7 +148,7 @@ class ReplyStreamer:
         started = loop.time()
         next_checkpoint = started + CHECKPOINT_INTERVAL
         calls: list[ToolCall] = []
-        bound = resilience.stall_timeout if outcome.answered else resilience.first_token_timeout
+        bound = resilience.stall_timeout if outcome.answered else first_token_timeout
         chunks = model.stream(messages, params)
         try:
             async with asyncio.timeout_at(started + bound) as deadline:

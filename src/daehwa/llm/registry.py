@@ -19,6 +19,7 @@ from daehwa.config import ModelSettings, Settings
 from daehwa.errors import ConfigError
 from daehwa.llm.base import ChatModel
 from daehwa.llm.http import UpstreamClient, UpstreamClients
+from daehwa.llm.resilience import UpstreamGuards, wrap_models
 from daehwa.llm.scripted import ScriptedModel
 
 __all__ = ["ModelRegistry", "build_model"]
@@ -124,6 +125,29 @@ class ModelRegistry:
         self._models: dict[str, ChatModel] = {}
         for name in settings.models:
             self._models[name] = build_model(name, settings, clients=self.clients)
+        # Every model goes through the resilience wrapper: retries, failover, one
+        # breaker and bulkhead per upstream.
+        self.guards = UpstreamGuards(settings.resilience)
+        self._models = dict(wrap_models(self._models, settings, self.guards))
+
+    async def warm_up(self) -> None:
+        """Load what loads slowly (embedded model files, AWS credentials) before the first turn.
+
+        Failures are logged, not raised: the model answers with the error when asked.
+        """
+        for name, wrapped in self._models.items():
+            inner = getattr(wrapped, "model", wrapped)
+            start = getattr(inner, "start", None) or getattr(inner, "warm", None)
+            if start is None:
+                continue
+            try:
+                await start()
+            except Exception as exc:
+                log.warning("model %s is not ready: %s", name, exc)
+
+    def breaker_snapshot(self) -> dict[str, str]:
+        """Circuit state per upstream (for /metrics)."""
+        return self.guards.states()
 
     def get(self, name: str) -> ChatModel:
         """The model configured as ``[models.NAME]``."""

@@ -197,3 +197,15 @@ def test_no_counter_without_a_tokenizer_on_disk(tmp_path: Path) -> None:
     assert counter_for_local(missing) is None
     assert counter_for_local(ModelSettings(provider="local", model="not-known")) is None
     assert counter_for_local(ModelSettings(provider="local", options={"bogus": 1})) is None
+
+
+def test_reply_priming_with_a_template_that_reads_the_first_message(tmp_path: Path) -> None:
+    # Regression: Qwen's template indexes messages[0], so rendering no messages failed.
+    template = (
+        "{% if messages[0]['role'] != 'system' %}<s>a</s>{% endif %}"
+        "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+        "{% if add_generation_prompt %}ab ab{% endif %}"
+    )
+    path = write_gguf(tmp_path / "q.gguf", {**spm_meta(), "tokenizer.chat_template": template})
+    counter = LocalTokenCounter("gguf:q", [path])
+    assert reply_overhead(counter) == counter.count("ab ab")

@@ -124,6 +124,14 @@ class LocalTokenCounter:
     def count_messages(self, messages: Sequence[Message]) -> int:
         """Tokens of the whole prompt for ``messages``: template, BOS and reply priming."""
         tokenizer, template = self._load()
+        if not messages:
+            # Just the reply's priming (templates index messages[0]: measure it by difference).
+            probe = [Message(Role.USER, "x")]
+            primed = tokenizer.encode(template.render(probe), add_bos=True)
+            plain = tokenizer.encode(
+                template.render(probe, add_generation_prompt=False), add_bos=True
+            )
+            return max(0, len(primed) - len(plain))
         return len(tokenizer.encode(template.render(messages), add_bos=True))
 
 

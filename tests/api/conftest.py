@@ -85,6 +85,7 @@ async def make_server(tmp_path: Path) -> AsyncIterator[ServerFactory]:
         models: dict[str, ChatModel] | None = None,
         store_url: str | None = None,
         model_options: dict[str, dict[str, Any]] | None = None,
+        wrap: Callable[[Any], Any] | None = None,
         **overrides: Any,
     ) -> Server:
         chosen = StaticModels(
@@ -105,7 +106,7 @@ async def make_server(tmp_path: Path) -> AsyncIterator[ServerFactory]:
         app = create_app(settings, models=chosen)
         server = uvicorn.Server(
             uvicorn.Config(
-                app,
+                wrap(app) if wrap else app,
                 host="127.0.0.1",
                 port=0,
                 log_level="warning",

@@ -86,3 +86,24 @@ def test_models_lists_each_model_and_whether_it_is_ready(tmp_path: Path) -> None
     lines = dict(line.split("\t", 1) for line in result.stdout.rstrip().splitlines())
     assert lines["* demo"].startswith("scripted\tready")
     assert "NOT READY" in lines["  glm"] and "DAEHWA_TEST_NO_SUCH_KEY" in lines["  glm"]
+
+
+async def test_terminal_chat_resumes_a_reply_after_a_dropped_connection(
+    make_server: ServerFactory,
+) -> None:
+    from tests.web.server import ConnectionCutter
+
+    cutters: list[ConnectionCutter] = []
+
+    def wrap(app: object) -> ConnectionCutter:
+        cutters.append(ConnectionCutter(app, plan=[3, 2]))  # type: ignore[arg-type]
+        return cutters[0]
+
+    pieces = [f"{i} " for i in range(12)]
+    server = await make_server({"slow": SlowModel(pieces, gap=0.02)}, wrap=wrap)
+    key = (await server.user("minji"))["authorization"].split()[1]
+    out = io.StringIO()
+    chat = TerminalChat(server.url, key, stdin=io.StringIO("세어 줘\nquit\n"), stdout=out)
+    assert await chat.run() == 0
+    assert "봇: " + "".join(pieces) in out.getvalue()
+    assert cutters[0].cuts == 2

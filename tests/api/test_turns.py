@@ -220,3 +220,25 @@ async def test_history_survives_a_restart(make_server: ServerFactory, tmp_path: 
     second = await make_server(store_url=db)
     stored = await history(second, me, cid)
     assert [m["content"] for m in stored] == ["기억해", "답: 기억해"]
+
+
+async def test_fifty_concurrent_sends_on_one_conversation_keep_order(
+    make_server: ServerFactory,
+) -> None:
+    server = await make_server({"echo": ScriptedModel("echo", reply="turns={turns} {input}")})
+    me = await server.user("minji")
+    cid = await new_conversation(server, me)
+    path = f"/v1/conversations/{cid}/messages"
+    results = await asyncio.gather(
+        *(server.call("POST", path, me, json={"content": f"m{i}"}) for i in range(50))
+    )
+    assert all(status == 200 for status, _ in results)
+    stored = await history(server, me, cid)
+    assert len(stored) == 100
+    assert [m["seq"] for m in stored] == list(range(1, 101))
+    # Each reply follows its own message, and each turn saw every earlier reply.
+    for n, (question, answer) in enumerate(zip(stored[0::2], stored[1::2], strict=True), 1):
+        assert question["role"] == "user" and answer["role"] == "assistant"
+        assert answer["status"] == "complete"
+        assert answer["content"] == f"turns={n} {question['content']}"
+    assert len({m["content"] for m in stored[0::2]}) == 50

@@ -1,27 +1,24 @@
 """Streaming overhead, concurrency and memory: daehwa against the upstream and a naive gateway.
 
-Starts, on 127.0.0.1 only, each in its own process:
+Starts, on 127.0.0.1 only, each in its own process: the fake OpenAI-compatible
+upstream (``tests/fakes/openai_upstream.py``, the scenario of record: 200
+tokens 20 ms apart, TTFT 50 ms); ``daehwa serve`` (SQLite store in a temporary
+directory, the content filter on a 100,000-word list, in-memory run log,
+context recall off); the naive gateway (:mod:`bench.naive_gateway`) and the
+floor relay (:mod:`bench.floor_gateway`) under uvicorn. For each C it runs
+:mod:`bench.load` (its own process) against each target: ``direct`` (straight
+to the upstream, the reference), ``floor``, ``sse`` and ``ws`` (daehwa),
+``naive``. Rows report TTFB p50/p99 and the ratio to direct, end-to-end time,
+tokens/s, finished / cut / errored replies, and the server's CPU per token and
+peak RSS from /proc; medians over ``--runs``. Then, on fresh servers, many idle
+WebSockets and the RSS they take. ``--profile`` samples daehwa with py-spy
+during the SSE loads; ``--store`` and ``--set`` run daehwa in other
+configurations. The load generator and the upstream share the cores with the
+server (``nproc`` is printed). See docs/performance.md.
 
-- the fake OpenAI-compatible upstream (``tests/fakes/openai_upstream.py``),
-  streaming the scenario of record (200 tokens 20 ms apart, TTFT 50 ms);
-- ``daehwa serve`` (SQLite store in a temporary directory, the content filter
-  on a 100,000-word list, in-memory run log, context recall off) with one user;
-- the naive gateway of :mod:`bench.naive_gateway` under uvicorn;
-
-then, for each concurrency C, runs :mod:`bench.load` (a separate process) with
-the same load against each target: ``direct`` (straight to the upstream, the
-reference), ``sse`` and ``ws`` (daehwa) and ``naive``. Each row reports TTFB
-p50/p99 and its ratio to direct, end-to-end time, tokens/s delivered,
-finished / cut / errored replies, and the server's CPU per relayed token and
-peak RSS read from /proc. Finally it opens many idle WebSockets and reads
-daehwa's RSS. With ``--profile``, py-spy samples daehwa during the SSE loads.
-
-All of it shares the machine: the load generator and the upstream compete
-with the server for the same cores (``nproc`` is printed).
-
-    python -m bench.streaming --quick            # make bench: about 2 minutes
-    python -m bench.streaming --runs 3 --out streaming.json    # the table of record
-    python -m bench.streaming -c 200 --targets sse --turns 4 --profile prof
+    python -m bench.streaming --quick                           # make bench, ~2.5 min
+    python -m bench.streaming --runs 3 --out streaming.json     # the table of record
+    python -m bench.streaming -c 200 --targets sse --runs 1 --idle 0 --profile prof
 """
 
 from __future__ import annotations
@@ -39,10 +36,12 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from bench.load import proc_cpu, raise_fd_limit
+from bench.streaming_costs import profile_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIO = "text tokens=200 delay=0.02 ttft=0.05"
@@ -144,8 +143,10 @@ class Stack:
         self.upstream = self.wait_line("upstream", "http://").strip().removesuffix("/v1")
         config = self.write_config()
         if not args.store.startswith("memory"):
+            # A fresh name: a PostgreSQL or Redis store may keep users from an earlier run.
+            name = f"bench-{self.dir.name}"
             added = subprocess.run(
-                [sys.executable, "-m", "daehwa", "users", "add", "bench", "--config", str(config)],
+                [sys.executable, "-m", "daehwa", "users", "add", name, "--config", str(config)],
                 cwd=ROOT,
                 env=self.env,
                 capture_output=True,
@@ -306,61 +307,6 @@ def stop_profiler(profiler: subprocess.Popen[str] | None) -> None:
     profiler.wait(timeout=60)
 
 
-# Where a profile sample's time goes: the leaf-most frame of a known area names it.
-AREAS = (
-    ("content filter", ("guard/",)),
-    ("store (SQLAlchemy, aiosqlite)", ("store/", "sqlalchemy/", "aiosqlite/")),
-    ("auth", ("accounts.py", "api/deps.py")),
-    ("context build", ("context/",)),
-    ("upstream client, SSE decode, chunks", ("llm/http", "llm/sse.py", "llm/openai")),
-    ("resilience wrapper", ("llm/resilience", "llm/bulkhead", "llm/breaker", "llm/upstreams")),
-    ("run log", ("chat/runs.py",)),
-    ("relay (generate, reply)", ("chat/generate.py", "chat/reply.py", "chat/stats.py")),
-    ("turn set-up (service)", ("chat/service.py",)),
-    ("SSE response and encoder", ("api/sse.py",)),
-    ("WebSocket endpoint", ("api/ws.py",)),
-    ("other daehwa API", ("api/",)),
-    ("uvicorn (HTTP parse, send)", ("uvicorn/", "websockets/")),
-    ("starlette / fastapi layers", ("starlette/", "fastapi/")),
-)
-
-
-def _area(frames: list[str]) -> str:
-    # Frames above the event loop's run() (the CLI, uvicorn's start-up) name no area.
-    for index, frame in enumerate(frames):
-        if frame.startswith("Runner.run ") or "_connection_worker_thread" in frame:
-            frames = frames[index:]
-            break
-    for frame in reversed(frames):
-        where = frame.rsplit("(", 1)[-1]
-        for name, markers in AREAS:
-            if where.startswith(markers):
-                return name
-    return "event loop (uvloop: epoll, socket I/O, callbacks)"
-
-
-def profile_summary(path: Path, top: int = 20) -> str:
-    """Sample shares by area and by function from a py-spy raw file (GIL holder only)."""
-    own: Counter[str] = Counter()
-    areas: Counter[str] = Counter()
-    samples = 0
-    for line in path.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        frames = stack.split(";")[1:]  # the first is the thread
-        if not frames:
-            continue
-        n = int(count)
-        samples += n
-        own[frames[-1].rsplit(":", 1)[0] + ")"] += n
-        areas[_area(frames)] += n
-    total = max(samples, 1)
-    lines = [f"{samples} samples of the thread holding the GIL", "-- by area"]
-    lines += [f"{100 * n / total:5.1f}%  {name}" for name, n in areas.most_common()]
-    lines.append("-- by function (self time)")
-    lines += [f"{100 * n / total:5.1f}%  {name}" for name, n in own.most_common(top)]
-    return "\n".join(lines)
-
-
 def median_rows(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Per-field medians over repeated runs of one point (counts summed where they add)."""
     first = dict(runs[0])
@@ -453,9 +399,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
     if args.quick:
-        args.concurrency, args.runs, args.turns, args.stagger = [1, 50, 200], 1, 1, 2.0
-        args.idle, args.deadline = 1000, 30.0
+        args.concurrency, args.runs, args.turns, args.stagger = [50, 200], 1, 1, 2.0
+        args.idle, args.deadline = 1000, 25.0
     return args
+
+
+@contextlib.contextmanager
+def running(args: argparse.Namespace) -> Iterator[Stack]:
+    """The servers, started, and stopped on the way out."""
+    stack = Stack(args)
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop()
 
 
 def idle_websockets(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
@@ -479,7 +436,8 @@ def idle_websockets(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
 def load_points(stack: Stack, args: argparse.Namespace) -> tuple[list[Any], list[Any]]:
     """Every (run, C, target) point, and the per-(target, C) medians over the runs."""
     # Warm-up: imports, first connections, and a prompt the content filter lets through.
-    for target in args.targets:
+    # (--quick: daehwa's SSE only, which also checks the prompt passes the filter.)
+    for target in ["sse"] if args.quick and "sse" in args.targets else args.targets:
         warm = run_load(stack, target, 1, argparse.Namespace(**{**vars(args), "turns": 1}))
         if warm["finished"] != 1:
             raise RuntimeError(f"warm-up on {target} failed: {warm}")
@@ -502,24 +460,26 @@ def main(argv: list[str] | None = None) -> None:
     raise_fd_limit()  # inherited by the servers: thousands of sockets each
     started = time.monotonic()
     print(f"nproc {os.cpu_count()}; load average {os.getloadavg()[0]:.2f}", flush=True)
-    stack = Stack(args)
     results: dict[str, Any] = {"args": vars(args), "nproc": os.cpu_count()}
     try:
-        stack.start()
+        if args.concurrency or args.overload:
+            with running(args) as stack:
+                if args.concurrency:
+                    results["points"], results["medians"] = load_points(stack, args)
+                    print(table(results["medians"]), flush=True)
+                if args.overload:
+                    over = run_load(stack, "sse", args.overload, args)
+                    results["overload"] = over
+                    print("\noverload:", _progress(over), json.dumps(over["errors"]), flush=True)
         if args.idle:
-            results["idle"] = idle_websockets(stack, args)
-        if args.concurrency:
-            results["points"], results["medians"] = load_points(stack, args)
-            print(table(results["medians"]), flush=True)
-        if args.overload:
-            over = run_load(stack, "sse", args.overload, args)
-            results["overload"] = over
-            print("\noverload:", _progress(over), json.dumps(over["errors"]), flush=True)
+            # Fresh servers: memory freed after a load stays in the process and would hide
+            # what the connections themselves take.
+            with running(args) as stack:
+                results["idle"] = idle_websockets(stack, args)
         if args.profile:
             for path in sorted(Path(args.profile).glob("sse-c*.txt")):
                 print(f"\n== profile {path.name}\n{profile_summary(path)}", flush=True)
     finally:
-        stack.stop()
         if args.out:
             Path(args.out).write_text(json.dumps(results, indent=1), encoding="utf-8")
     print(f"\n{time.monotonic() - started:.0f} s", flush=True)

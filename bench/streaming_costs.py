@@ -1,0 +1,375 @@
+"""Where daehwa's streaming CPU goes: profile areas and the micro-costs behind them.
+
+``profile_summary`` turns a py-spy raw file (``bench.streaming --profile``) into
+shares by area (store, content filter, upstream client, uvicorn, ...). The
+command line measures, each in this process, the pieces the profile points at:
+
+- ``store``: CPU per call of the SQLite store's per-turn operations through
+  ``SqlStore`` (SQLAlchemy async + aiosqlite), against the same primary-key
+  read through bare aiosqlite and bare sqlite3;
+- ``filter``: CPU per streamed token of the output filter (``StreamFilter``)
+  on the fake upstream's reply, with the benchmark's 100,000-word list and
+  with one word;
+- ``relay``: CPU per token of daehwa's relay with no sockets: a model that
+  yields 200 chunks → ``ReplyStreamer`` (resilience wrapper, stall deadline)
+  → run log → a follower that encodes SSE frames;
+- ``hop``: one asyncio → thread → asyncio round trip (what aiosqlite does
+  per DBAPI call);
+- ``statements``: the SQL statements one SSE turn runs on the SQLite store,
+  counted with an SQLAlchemy hook (in-process app, the fake upstream's
+  scenario of record).
+
+    python -m bench.streaming_costs store filter relay hop statements
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import queue
+import re
+import statistics
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+# Where a profile sample's time goes: the leaf-most frame of a known area names it.
+AREAS = (
+    ("content filter", ("guard/",)),
+    ("store (SQLAlchemy, aiosqlite)", ("store/", "sqlalchemy/", "aiosqlite/")),
+    ("auth", ("accounts.py", "api/deps.py")),
+    ("context build", ("context/",)),
+    ("upstream client, SSE decode, chunks", ("llm/http", "llm/sse.py", "llm/openai")),
+    ("resilience wrapper", ("llm/resilience", "llm/bulkhead", "llm/breaker", "llm/upstreams")),
+    ("run log", ("chat/runs.py",)),
+    ("relay (generate, reply)", ("chat/generate.py", "chat/reply.py", "chat/stats.py")),
+    ("turn set-up (service)", ("chat/service.py",)),
+    ("SSE response and encoder", ("api/sse.py",)),
+    ("WebSocket endpoint", ("api/ws.py",)),
+    ("other daehwa API", ("api/",)),
+    ("uvicorn (HTTP parse, send)", ("uvicorn/", "websockets/")),
+    ("starlette / fastapi layers", ("starlette/", "fastapi/")),
+)
+
+
+def _area(frames: list[str]) -> str:
+    # Frames above the event loop's run() (the CLI, uvicorn's start-up) name no area.
+    for index, frame in enumerate(frames):
+        if frame.startswith("Runner.run ") or "_connection_worker_thread" in frame:
+            frames = frames[index:]
+            break
+    for frame in reversed(frames):
+        where = frame.rsplit("(", 1)[-1]
+        for name, markers in AREAS:
+            if where.startswith(markers):
+                return name
+    return "event loop (uvloop: epoll, socket I/O, callbacks)"
+
+
+def profile_summary(path: Path, top: int = 20) -> str:
+    """Sample shares by area and by function from a py-spy raw file (GIL holder only)."""
+    own: Counter[str] = Counter()
+    areas: Counter[str] = Counter()
+    samples = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")[1:]  # the first is the thread
+        if not frames:
+            continue
+        n = int(count)
+        samples += n
+        own[frames[-1].rsplit(":", 1)[0] + ")"] += n
+        areas[_area(frames)] += n
+    total = max(samples, 1)
+    lines = [f"{samples} samples of the thread holding the GIL", "-- by area"]
+    lines += [f"{100 * n / total:5.1f}%  {name}" for name, n in areas.most_common()]
+    lines.append("-- by function (self time)")
+    lines += [f"{100 * n / total:5.1f}%  {name}" for name, n in own.most_common(top)]
+    return "\n".join(lines)
+
+
+# -- micro-costs ------------------------------------------------------------------
+async def _per_call(fn: Callable[[], Awaitable[object]], n: int) -> float:
+    """Median over 5 rounds of the CPU milliseconds per call (all threads of this process)."""
+    rounds = []
+    for _ in range(5):
+        started = time.process_time()
+        for _ in range(n):
+            await fn()
+        rounds.append(1e3 * (time.process_time() - started) / n)
+    return statistics.median(rounds)
+
+
+async def store_costs() -> None:
+    """CPU per call of the per-turn store operations on SQLite."""
+    import aiosqlite
+
+    from daehwa.messages import Conversation, Message, MessageStatus, Role, User, new_id
+    from daehwa.store.sql import SqlStore
+
+    path = Path(tempfile.mkdtemp(prefix="daehwa-costs-")) / "store.db"
+    store = await SqlStore.open(f"sqlite+aiosqlite:///{path}")
+    user = await store.create_user(User(id=new_id(), name="bench"))
+    conversation = await store.create_conversation(
+        Conversation(id=new_id(), user_id=user.id, title="bench")
+    )
+    reply = await store.append_message(
+        Message(Role.ASSISTANT, "", id=new_id(), conversation_id=conversation.id,
+                status=MessageStatus.STREAMING)
+    )  # fmt: skip
+    cid = conversation.id
+
+    def user_message() -> Message:
+        return Message(Role.USER, "서울 날씨 알려줘", id=new_id(), conversation_id=cid)
+
+    checkpoint = "안녕" * 200
+    rows = [
+        ("SqlStore.get_conversation", await _per_call(lambda: store.get_conversation(cid), 200)),
+        (
+            "SqlStore.append_message",
+            await _per_call(lambda: store.append_message(user_message()), 100),
+        ),
+        (
+            "SqlStore.update_message (a checkpoint)",
+            await _per_call(lambda: store.update_message(reply.id, content=checkpoint), 200),
+        ),
+    ]
+    short = await store.create_conversation(
+        Conversation(id=new_id(), user_id=user.id, title="short")
+    )
+    for _ in range(6):
+        await store.append_message(
+            Message(Role.USER, "안녕", id=new_id(), conversation_id=short.id)
+        )
+    rows.append(
+        (
+            "SqlStore.list_messages, 6 messages",
+            await _per_call(lambda: store.list_messages(short.id, limit=400), 100),
+        )
+    )
+    count = len((await store.list_messages(cid, limit=400)).items)
+    rows.append(
+        (
+            f"SqlStore.list_messages, {count} messages",
+            await _per_call(lambda: store.list_messages(cid, limit=400), 20),
+        )
+    )
+    await store.aclose()
+    async with aiosqlite.connect(path) as db:
+
+        async def bare_read() -> None:
+            async with db.execute("SELECT * FROM conversations WHERE id = ?", (cid,)) as cursor:
+                await cursor.fetchone()
+
+        rows.append(("the same read, bare aiosqlite", await _per_call(bare_read, 200)))
+    import sqlite3
+
+    con = sqlite3.connect(path)
+    started = time.process_time()
+    for _ in range(2000):
+        con.execute("SELECT * FROM conversations WHERE id = ?", (cid,)).fetchone()
+    rows.append(("the same read, sqlite3 in the loop's thread",
+                 1e3 * (time.process_time() - started) / 2000))  # fmt: skip
+    con.close()
+    print("store operation                                  CPU ms per call (all threads)")
+    for name, ms in rows:
+        print(f"  {name:46s} {ms:7.3f}")
+
+
+def filter_costs() -> None:
+    """CPU per token of the output filter on the fake upstream's reply."""
+    from bench.guard_data import banned_words
+    from tests.fakes.openai_upstream import DEFAULT_TEXT
+
+    from daehwa.guard import ContentFilter, StreamFilter
+
+    base = [DEFAULT_TEXT[i : i + 2] for i in range(0, len(DEFAULT_TEXT), 2)]
+    pieces = [base[i % len(base)] for i in range(200)]
+    for label, words in (("100,000 words", banned_words(100_000)), ("1 word", ["바보"])):
+        content_filter = ContentFilter(words)
+        rounds = []
+        for _ in range(5):
+            started = time.process_time()
+            for _ in range(20):
+                stream = StreamFilter(content_filter)
+                for piece in pieces:
+                    stream.feed(piece)
+                stream.flush()
+            rounds.append(1e6 * (time.process_time() - started) / (20 * len(pieces)))
+        print(f"StreamFilter.feed, {label:14s} {statistics.median(rounds):6.1f} µs per token")
+
+
+async def relay_costs(concurrency: int = 50, tokens: int = 200) -> None:
+    """CPU per token of the relay, sockets excluded, against the bare model loop."""
+    from daehwa.api.sse import encode_event
+    from daehwa.chat.generate import ReplyStreamer
+    from daehwa.chat.reply import Outcome
+    from daehwa.chat.runs import MemoryRunLog, Run, RunRegistry
+    from daehwa.chat.stats import TurnStats
+    from daehwa.config import ModelSettings, Settings
+    from daehwa.llm.base import Chunk, GenerationParams
+    from daehwa.llm.resilience import ResilientModel
+    from daehwa.messages import Message, Role, Usage
+
+    class Model:
+        name = "bench"
+
+        async def stream(self, messages: object, params: object) -> AsyncIterator[Chunk]:
+            for _ in range(tokens):
+                await asyncio.sleep(0)  # each token arrives in its own loop iteration
+                yield Chunk(text="안녕")
+            yield Chunk(finish_reason="stop", usage=Usage(1, tokens))
+
+        async def aclose(self) -> None:
+            return None
+
+    class Source:
+        def __init__(self, model: Any) -> None:
+            self.model = model
+
+        def get(self, name: str) -> Any:
+            return self.model
+
+    settings = Settings(
+        models={"bench": ModelSettings(provider="scripted")}, chat={"default_model": "bench"}
+    )
+    streamer = ReplyStreamer(settings, None, Source(ResilientModel(Model())), TurnStats())  # type: ignore[arg-type]
+    history = [Message(Role.USER, "안녕")]
+
+    async def one(runs: RunRegistry, number: int) -> None:
+        async def body(run: Run) -> None:
+            outcome = Outcome()
+            await streamer.generate(run, "bench", history, GenerationParams(), outcome)
+            await run.emit(outcome.terminal_event(run.id))
+
+        run = await runs.start(f"r{number}", f"c{number}", body)
+        async for envelope in runs.log.follow(run.id):
+            encode_event(envelope)
+
+    async def bare() -> None:
+        async for _ in Model().stream(None, None):
+            pass
+
+    rounds, floors = [], []
+    for _ in range(5):
+        runs = RunRegistry(MemoryRunLog())
+        started = time.process_time()
+        await asyncio.gather(*(one(runs, n) for n in range(concurrency)))
+        rounds.append(1e6 * (time.process_time() - started) / (concurrency * tokens))
+        started = time.process_time()
+        await asyncio.gather(*(bare() for _ in range(concurrency)))
+        floors.append(1e6 * (time.process_time() - started) / (concurrency * tokens))
+    relay, floor = statistics.median(rounds), statistics.median(floors)
+    print(f"relay, no sockets: {relay:.1f} µs per token, of which the model loop {floor:.1f}")
+
+
+async def hop_costs(n: int = 2000) -> None:
+    """One asyncio → worker thread → asyncio round trip, as aiosqlite makes per call."""
+    loop = asyncio.get_running_loop()
+    jobs: queue.SimpleQueue[Callable[[], object] | None] = queue.SimpleQueue()
+
+    def worker() -> None:
+        while (job := jobs.get()) is not None:
+            job()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    started = time.process_time()
+    for _ in range(n):
+        done = loop.create_future()
+        jobs.put_nowait(lambda done=done: loop.call_soon_threadsafe(done.set_result, None))
+        await done
+    print(f"thread hop: {1e6 * (time.process_time() - started) / n:.0f} µs CPU per round trip")
+    jobs.put(None)
+    thread.join()
+
+
+async def statement_counts(turns: int = 3) -> None:
+    """The SQL statements each SSE turn runs on SQLite, by kind."""
+    import httpx
+    from sqlalchemy import event
+    from tests.fakes.openai_upstream import FakeOpenAIUpstream
+
+    from daehwa.accounts import Accounts
+    from daehwa.api.app import create_app
+    from daehwa.config import load_settings
+    from daehwa.store import open_store
+    from daehwa.store.sql import SqlStore
+
+    folder = Path(tempfile.mkdtemp(prefix="daehwa-costs-"))
+    scenario = "text tokens=200 delay=0.02 ttft=0.05"
+    async with FakeOpenAIUpstream(default=scenario) as upstream:
+        config = folder / "daehwa.toml"
+        config.write_text(
+            f'[server]\ndata_dir = "{folder}"\nbootstrap_user = ""\n'
+            f'[models.up]\nprovider = "openai"\nbase_url = "{upstream.base_url}"\n'
+            'model = "bench"\n[chat]\ndefault_model = "up"\n[context]\nrecall = false\n',
+            encoding="utf-8",
+        )
+        settings = load_settings(config)
+        store = await open_store(settings)
+        assert isinstance(store, SqlStore)
+        key = (await Accounts(store).create_user("bench")).api_key
+        seen: Counter[str] = Counter()
+
+        def count(conn: object, cursor: object, statement: str, *rest: object) -> None:
+            verb = statement.split(None, 1)[0]
+            table = re.search(r"\b(?:FROM|UPDATE|INTO)\s+(\w+)", statement)
+            what = ", ".join(re.findall(r"\bSET\s+(\w+)", statement)) or "-"
+            seen[f"{verb} {table.group(1) if table else '?'} ({what})"] += 1
+
+        event.listen(store.engine.sync_engine, "before_cursor_execute", count)
+        app = create_app(settings, store=store)
+        headers = {"Authorization": f"Bearer {key}"}
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://bench", headers=headers
+            ) as client,
+        ):
+            created = await client.post("/v1/conversations", json={})
+            path = f"/v1/conversations/{created.json()['id']}/messages"
+            for turn in range(turns):
+                seen.clear()
+                async with client.stream(
+                    "POST", path, json={"content": "안녕"}, headers={"Accept": "text/event-stream"}
+                ) as response:
+                    async for _ in response.aiter_bytes():
+                        pass
+                await asyncio.sleep(1.0)  # the after-turn upkeep runs in the background
+                print(f"turn {turn + 1}: {sum(seen.values())} statements")
+                for kind, n in sorted(seen.items()):
+                    print(f"  {n:3d}  {kind}")
+        await store.aclose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument(
+        "what", nargs="+", choices=["store", "filter", "relay", "hop", "statements", "profile"]
+    )
+    parser.add_argument("--file", help="profile: a py-spy raw file")
+    args = parser.parse_args()
+    import uvloop  # as under uvicorn
+
+    for what in args.what:
+        if what == "store":
+            uvloop.run(store_costs())
+        elif what == "filter":
+            filter_costs()
+        elif what == "relay":
+            uvloop.run(relay_costs())
+        elif what == "hop":
+            uvloop.run(hop_costs())
+        elif what == "statements":
+            uvloop.run(statement_counts())
+        elif args.file:
+            print(profile_summary(Path(args.file)))
+
+
+if __name__ == "__main__":
+    main()

@@ -320,6 +320,60 @@ async def test_mark_interrupted(store: Store) -> None:
     assert await store.mark_interrupted() == 0
 
 
+async def test_mark_interrupted_only_the_given_ids(store: Store) -> None:
+    conversation = await new_conversation(store, "u1")
+    mine, theirs, done = [
+        await say(store, conversation.id, "작성 중", Role.ASSISTANT, status=MessageStatus.STREAMING)
+        for _ in range(3)
+    ]
+    await store.update_message(done.id, status=MessageStatus.COMPLETE)
+    assert await store.mark_interrupted([]) == 0
+    # A finished reply and an unknown id are left alone and not counted.
+    assert await store.mark_interrupted([mine.id, done.id, new_id()]) == 1
+    statuses = {}
+    for message in (mine, theirs, done):
+        stored = await store.get_message(message.id)
+        assert stored is not None
+        statuses[message.id] = stored.status
+    assert statuses == {
+        mine.id: MessageStatus.INCOMPLETE,
+        theirs.id: MessageStatus.STREAMING,
+        done.id: MessageStatus.COMPLETE,
+    }
+    assert await store.mark_interrupted({mine.id}) == 0
+    assert await store.streaming_replies(created_before=utcnow() + timedelta(days=1)) == [theirs.id]
+    assert await store.mark_interrupted() == 1
+    assert await store.streaming_replies(created_before=utcnow() + timedelta(days=1)) == []
+
+
+async def test_streaming_replies_before_a_time(store: Store) -> None:
+    conversation = await new_conversation(store, "u1")
+    other = await new_conversation(store, "u2")
+    old = await say(store, conversation.id, "", Role.ASSISTANT, status=MessageStatus.STREAMING)
+    await say(store, conversation.id, "질문")
+    older_elsewhere = await say(store, other.id, "", Role.ASSISTANT, status=MessageStatus.STREAMING)
+    finished = await say(store, other.id, "", Role.ASSISTANT, status=MessageStatus.STREAMING)
+    await store.update_message(finished.id, status=MessageStatus.COMPLETE)
+    new = await say(store, conversation.id, "", Role.ASSISTANT, status=MessageStatus.STREAMING)
+
+    assert await store.streaming_replies(created_before=old.created_at) == []
+    # Strictly before: a reply created at the bound itself is not included.
+    assert sorted(await store.streaming_replies(created_before=new.created_at)) == sorted(
+        [old.id, older_elsewhere.id]
+    )
+    # Any timezone names the same instant.
+    later = (new.created_at + timedelta(microseconds=1)).astimezone(KST)
+    assert sorted(await store.streaming_replies(created_before=later)) == sorted(
+        [old.id, older_elsewhere.id, new.id]
+    )
+    await store.update_message(old.id, status=MessageStatus.COMPLETE)
+    assert sorted(await store.streaming_replies(created_before=later)) == sorted(
+        [older_elsewhere.id, new.id]
+    )
+    await store.delete_conversation(other.id)
+    assert await store.streaming_replies(created_before=later) == [new.id]
+
+
 async def test_concurrent_appends_get_distinct_seqs(store: Store) -> None:
     conversation = await new_conversation(store, "u1")
     appended = await asyncio.gather(*(say(store, conversation.id, f"동시 {i}") for i in range(50)))

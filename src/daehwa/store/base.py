@@ -5,7 +5,7 @@ One contract test suite (tests/store/test_contract.py) runs against each.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
@@ -109,8 +109,16 @@ class HistoryStore(Protocol):
         """
         ...
 
-    async def mark_interrupted(self) -> int:
-        """Turn every message left ``streaming`` into ``incomplete`` (after a crash)."""
+    async def streaming_replies(self, *, created_before: datetime) -> list[str]:
+        """Ids of messages still ``streaming`` that were created before ``created_before``."""
+        ...
+
+    async def mark_interrupted(self, message_ids: Collection[str] | None = None) -> int:
+        """Turn messages left ``streaming`` into ``incomplete`` (after a crash).
+
+        Without ``message_ids`` every streaming message; with them, only those
+        of them still streaming. Returns how many changed.
+        """
         ...
 
     async def aclose(self) -> None: ...

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -179,10 +179,14 @@ class CachedStore:
         finally:
             self._forget(conversation_id)
 
-    async def mark_interrupted(self) -> int:
+    async def streaming_replies(self, *, created_before: datetime) -> list[str]:
+        """Passed through."""
+        return await self.inner.streaming_replies(created_before=created_before)
+
+    async def mark_interrupted(self, message_ids: Collection[str] | None = None) -> int:
         """Mark through the inner store and empty the cache."""
         try:
-            return await self.inner.mark_interrupted()
+            return await self.inner.mark_interrupted(message_ids)
         finally:
             self._forget_all()
 

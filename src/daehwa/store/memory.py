@@ -9,7 +9,7 @@ the stored one.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -234,10 +234,23 @@ class MemoryStore:
         found.sort(key=lambda m: (m.created_at, m.seq, m.id), reverse=True)
         return [copy.deepcopy(m) for m in found[:limit]]
 
-    async def mark_interrupted(self) -> int:
-        """Turn every ``streaming`` message into ``incomplete``."""
+    async def streaming_replies(self, *, created_before: datetime) -> list[str]:
+        """Ids of ``streaming`` messages created before ``created_before``."""
+        cutoff = as_utc(created_before)
+        return [
+            m.id
+            for m in self._messages.values()
+            if m.status is MessageStatus.STREAMING and m.created_at < cutoff
+        ]
+
+    async def mark_interrupted(self, message_ids: Collection[str] | None = None) -> int:
+        """Turn ``streaming`` messages (all, or those of ``message_ids``) into ``incomplete``."""
+        if message_ids is None:
+            chosen: list[Message] = list(self._messages.values())
+        else:
+            chosen = [m for i in set(message_ids) if (m := self._messages.get(i)) is not None]
         count = 0
-        for message in self._messages.values():
+        for message in chosen:
             if message.status is MessageStatus.STREAMING:
                 message.status = MessageStatus.INCOMPLETE
                 count += 1

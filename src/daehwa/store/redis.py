@@ -22,7 +22,7 @@ kept (``[store] ttl_days``, 30 by default, refreshed by every read and write).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any, cast
 
@@ -309,9 +309,17 @@ class RedisStore:
             raise StoreError("the history store is unavailable") from exc
         return found[:limit]
 
-    async def mark_interrupted(self) -> int:
-        """Turn every ``streaming`` message into ``incomplete``."""
-        return int(await self._run(lua.MARK_INTERRUPTED))
+    async def streaming_replies(self, *, created_before: datetime) -> list[str]:
+        """Ids of ``streaming`` messages created before ``created_before``."""
+        cutoff = str(to_micros(as_utc(created_before)))
+        return [str(mid) for mid in await self._run(_STREAMING_BEFORE, cutoff)]
+
+    async def mark_interrupted(self, message_ids: Collection[str] | None = None) -> int:
+        """Turn ``streaming`` messages (all, or those of ``message_ids``) into ``incomplete``."""
+        if message_ids is None:
+            return int(await self._run(lua.MARK_INTERRUPTED))
+        ids = sorted(set(message_ids))
+        return int(await self._run(_MARK_THESE_INTERRUPTED, *ids)) if ids else 0
 
     # -- users -----------------------------------------------------------------
 
@@ -412,6 +420,33 @@ class RedisStore:
         except (RedisError, OSError) as exc:
             log.warning("redis store call failed: %s", exc)
             raise StoreError("the history store is unavailable") from exc
+
+
+# ARGV[4]: created_us bound (exclusive). Ids in P:streaming still streaming and older.
+_STREAMING_BEFORE = r"""
+local found = {}
+for _, mid in ipairs(redis.call('SMEMBERS', P .. ':streaming')) do
+  local row = redis.call('HMGET', msg_key(mid), 'status', 'created_us')
+  if row[1] == 'streaming' and tonumber(row[2]) < tonumber(ARGV[4]) then
+    found[#found + 1] = mid
+  end
+end
+return found
+"""
+
+# ARGV[4..]: message ids; those still streaming become incomplete.
+_MARK_THESE_INTERRUPTED = r"""
+local count = 0
+for i = 4, #ARGV do
+  local mid = ARGV[i]
+  if redis.call('HGET', msg_key(mid), 'status') == 'streaming' then
+    redis.call('HSET', msg_key(mid), 'status', 'incomplete')
+    count = count + 1
+  end
+  redis.call('SREM', P .. ':streaming', mid)
+end
+return count
+"""
 
 
 def _pairs(values: dict[str, Any]) -> list[str]:

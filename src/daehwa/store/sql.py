@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
@@ -365,14 +365,30 @@ class SqlStore:
             rows = (await conn.execute(statement)).all()
         return [message_from_row(r) for r in rows]
 
-    async def mark_interrupted(self) -> int:
-        """Turn every ``streaming`` message into ``incomplete``."""
+    async def streaming_replies(self, *, created_before: datetime) -> list[str]:
+        """Ids of ``streaming`` messages created before ``created_before``."""
+        m = messages.c
+        query = select(m.id).where(
+            m.status == MessageStatus.STREAMING.value, m.created_at < as_utc(created_before)
+        )
+        async with self._read() as conn:
+            return list((await conn.execute(query)).scalars().all())
+
+    async def mark_interrupted(self, message_ids: Collection[str] | None = None) -> int:
+        """Turn ``streaming`` messages (all, or those of ``message_ids``) into ``incomplete``."""
+        m = messages.c
+        statement = (
+            update(messages)
+            .where(m.status == MessageStatus.STREAMING.value)
+            .values(status=MessageStatus.INCOMPLETE.value, updated_at=utcnow())
+        )
+        if message_ids is not None:
+            ids = list(set(message_ids))
+            if not ids:
+                return 0
+            statement = statement.where(m.id.in_(ids))
         async with self._write() as conn:
-            result = await conn.execute(
-                update(messages)
-                .where(messages.c.status == MessageStatus.STREAMING.value)
-                .values(status=MessageStatus.INCOMPLETE.value, updated_at=utcnow())
-            )
+            result = await conn.execute(statement)
         return int(result.rowcount)
 
     # -- users -----------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 A reply started on one instance is resumed on the other with no gap; a stop
 sent to the other instance stops it; a killed instance's half-written reply
-becomes ``incomplete`` when it starts again, and nothing acknowledged is lost.
+becomes ``incomplete`` once its heartbeat is gone, and nothing acknowledged is
+lost; an instance starting up leaves the replies others are streaming alone.
 """
 
 from __future__ import annotations
@@ -50,6 +51,12 @@ url = "{empty_postgres_url}"
 backend = "redis"
 redis_url = "{redis_url}"
 key_prefix = "{redis_prefix}-runs"
+heartbeat_seconds = 1
+sweep_seconds = 0.5
+[models.slow]
+provider = "scripted"
+reply = "{WORDS}"
+token_delay = 0.15
 [models.scripted]
 provider = "scripted"
 reply = "{WORDS}"
@@ -186,8 +193,13 @@ async def test_a_killed_instance_loses_nothing_acknowledged(cluster: Any) -> Non
     restarted = Instance(env)
     try:
         await restarted.ready(http)
-        async with http.get(restarted.url + f"{path}?limit=10") as response:
-            items = (await response.json())["items"]
+        # Within a few seconds of the heartbeat's expiry, some instance marks it.
+        for _ in range(300):
+            async with http.get(restarted.url + f"{path}?limit=10") as response:
+                items = (await response.json())["items"]
+            if items[-1]["status"] != "streaming":
+                break
+            await asyncio.sleep(0.1)
         assert [(m["role"], m["status"]) for m in items] == [
             ("user", "complete"),
             ("assistant", "incomplete"),
@@ -198,3 +210,34 @@ async def test_a_killed_instance_loses_nothing_acknowledged(cluster: Any) -> Non
             assert (await response.json())["assistant_message"]["status"] == "complete"
     finally:
         restarted.stop()
+
+
+async def test_a_starting_instance_leaves_live_replies_alone(cluster: Any) -> None:
+    (first, second), env, http = cluster
+    async with http.post(first.url + "/v1/conversations", json={"model": "slow"}) as response:
+        cid = (await response.json())["id"]
+    path = f"/v1/conversations/{cid}/messages"
+    async with http.post(
+        first.url + path, json={"content": "길게"}, headers={"accept": "text/event-stream"}
+    ) as response:
+        seen = await read_events(response, until=1)
+    reply_id = next(d for _, kind, d in seen if kind == "meta")["message_id"]
+    # Older than the grace period, so only its run's liveness protects it.
+    await asyncio.sleep(6)
+    newcomer = Instance(env)
+    try:
+        await newcomer.ready(http)
+        await asyncio.sleep(1.5)  # several sweeps of every instance
+        async with http.get(newcomer.url + f"{path}?limit=10") as response:
+            assert (await response.json())["items"][-1]["status"] == "streaming"
+        async with http.get(
+            second.url + f"{path}/{reply_id}/events", headers={"last-event-id": str(seen[-1][0])}
+        ) as response:
+            rest = await read_events(response)
+        assert rest[-1][1] == "done"
+        async with http.get(newcomer.url + f"{path}?limit=10") as response:
+            stored = (await response.json())["items"][-1]
+        assert stored["id"] == reply_id
+        assert (stored["status"], stored["content"]) == ("complete", WORDS)
+    finally:
+        newcomer.stop()

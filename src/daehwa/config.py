@@ -113,6 +113,10 @@ class RunsSettings(Section):
     key_prefix: str = "daehwa"
     # How long a finished run's event log stays for resuming, in seconds.
     log_ttl: float = Field(600.0, gt=0)
+    # Redis backend: an instance whose heartbeat is older than this is taken for dead,
+    # and every `sweep_seconds` each instance marks the dead ones' replies `incomplete`.
+    heartbeat_seconds: float = Field(30.0, gt=0)
+    sweep_seconds: float = Field(30.0, gt=0)
 
 
 class AuthSettings(Section):

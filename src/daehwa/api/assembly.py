@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from daehwa.accounts import Accounts
 from daehwa.api.deps import AppParts
 from daehwa.chat.generate import ModelSource
+from daehwa.chat.recovery import mark_orphans, sweep_orphans
 from daehwa.chat.runs import MemoryRunLog, RunLog, RunRegistry
 from daehwa.chat.service import ChatService
 from daehwa.chat.tools import ToolRegistry
@@ -56,7 +57,10 @@ async def open_run_log(settings: Settings) -> RunLog:
         from daehwa.chat.redis_runs import RedisRunLog
 
         return await RedisRunLog.connect(
-            settings.runs.redis_url, prefix=settings.runs.key_prefix, ttl=settings.runs.log_ttl
+            settings.runs.redis_url,
+            prefix=settings.runs.key_prefix,
+            ttl=settings.runs.log_ttl,
+            heartbeat=settings.runs.heartbeat_seconds,
         )
     return MemoryRunLog(ttl=settings.runs.log_ttl)
 
@@ -97,7 +101,16 @@ async def assemble(
         stack.push_async_callback(tools.aclose)
         runs = RunRegistry(await open_run_log(settings))
         stack.push_async_callback(runs.aclose)
-        interrupted = await store.mark_interrupted()
+        if isinstance(runs.log, MemoryRunLog):
+            # One instance: whatever is still streaming was cut by this process's last exit.
+            interrupted = await store.mark_interrupted()
+        else:
+            # Other instances may be streaming right now: only replies of dead ones.
+            interrupted = await mark_orphans(store, runs.log)
+            sweeper = asyncio.create_task(
+                sweep_orphans(store, runs.log, settings.runs.sweep_seconds)
+            )
+            stack.callback(sweeper.cancel)
         if interrupted:
             log.warning("%d replies were interrupted by a previous shutdown", interrupted)
         service = ChatService(

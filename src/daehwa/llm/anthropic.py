@@ -26,7 +26,7 @@ import orjson
 from daehwa.config import ModelSettings
 from daehwa.errors import ConfigError, ProviderError
 from daehwa.llm.anthropic_stream import EventReader, error_from_body
-from daehwa.llm.base import Chunk, GenerationParams
+from daehwa.llm.base import Chunk, GenerationParams, malformed_stream, truncated_stream
 from daehwa.llm.http import UpstreamClient
 from daehwa.llm.sse import SSEDecoder, SSEError
 from daehwa.messages import Message, Role
@@ -290,22 +290,12 @@ class AnthropicModel:
                         if chunk is not None:
                             yield chunk
             except (SSEError, orjson.JSONDecodeError) as exc:
-                raise ProviderError(
-                    f"{self.name}: malformed stream: {exc}",
-                    code="upstream_protocol_error",
-                    retryable=True,
-                    provider=self.name,
-                ) from exc
+                raise malformed_stream(self.name, exc) from exc
             except ProviderError as exc:
                 exc.provider = self.name
                 raise
             if not reader.finished:
-                raise ProviderError(
-                    f"{self.name}: the stream ended before message_stop",
-                    code="upstream_truncated",
-                    retryable=True,
-                    provider=self.name,
-                )
+                raise truncated_stream(self.name, "message_stop")
             await response.aclose(drain=_DRAIN)
             yield reader.final_chunk()
         finally:

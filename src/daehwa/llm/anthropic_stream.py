@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from daehwa.errors import ProviderError, RateLimited
-from daehwa.llm.base import Chunk
+from daehwa.llm.base import Chunk, malformed_stream
 from daehwa.llm.http import retry_after_seconds
 from daehwa.llm.openai_errors import scrub
 from daehwa.messages import ToolCall, Usage
@@ -180,12 +180,7 @@ class EventReader:
             self._output = int(usage["output_tokens"])  # cumulative: replace, never add
 
     def _malformed(self, detail: str) -> ProviderError:
-        return ProviderError(
-            f"{self.provider}: malformed stream: {detail}",
-            code="upstream_protocol_error",
-            retryable=True,
-            provider=self.provider,
-        )
+        return malformed_stream(self.provider, detail)
 
 
 def error_from_body(

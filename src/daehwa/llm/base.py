@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from daehwa.errors import ProviderError
 from daehwa.messages import Message, ToolCall, Usage
 
 
@@ -68,3 +69,23 @@ class ChatModel(Protocol):
     async def aclose(self) -> None:
         """Release connections, threads or model memory."""
         ...
+
+
+def malformed_stream(provider: str, detail: object) -> ProviderError:
+    """The upstream broke its own stream format mid-answer (worth another try)."""
+    return ProviderError(
+        f"{provider}: malformed stream: {detail}",
+        code="upstream_protocol_error",
+        retryable=True,
+        provider=provider,
+    )
+
+
+def truncated_stream(provider: str, missing: str) -> ProviderError:
+    """The upstream's stream ended before ``missing``, its own end marker."""
+    return ProviderError(
+        f"{provider}: the stream ended before {missing}",
+        code="upstream_truncated",
+        retryable=True,
+        provider=provider,
+    )

@@ -41,7 +41,7 @@ from daehwa.config import ModelSettings
 from daehwa.errors import ConfigError, ProviderError, ProviderTimeout, RateLimited
 from daehwa.llm.anthropic import check_options, messages_body
 from daehwa.llm.anthropic_stream import EventReader
-from daehwa.llm.base import Chunk, GenerationParams
+from daehwa.llm.base import Chunk, GenerationParams, malformed_stream, truncated_stream
 from daehwa.llm.eventstream import EventStreamDecoder, EventStreamError, EventStreamMessage
 from daehwa.llm.http import UpstreamClient, retry_after_seconds
 from daehwa.llm.openai_errors import scrub
@@ -243,22 +243,12 @@ class BedrockModel:
                     if reader.finished:
                         break
             except EventStreamError as exc:
-                raise ProviderError(
-                    f"{self.name}: malformed event stream: {exc}",
-                    code="upstream_protocol_error",
-                    retryable=True,
-                    provider=self.name,
-                ) from exc
+                raise malformed_stream(self.name, f"event stream {exc}") from exc
             except ProviderError as exc:
                 exc.provider = self.name
                 raise
             if not reader.finished:
-                raise ProviderError(
-                    f"{self.name}: the stream ended before message_stop",
-                    code="upstream_truncated",
-                    retryable=True,
-                    provider=self.name,
-                )
+                raise truncated_stream(self.name, "message_stop")
             await response.aclose(drain=_DRAIN)
             yield reader.final_chunk()
         finally:

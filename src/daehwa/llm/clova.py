@@ -33,7 +33,7 @@ import orjson
 
 from daehwa.config import ModelSettings
 from daehwa.errors import ConfigError, ProviderError
-from daehwa.llm.base import Chunk, GenerationParams
+from daehwa.llm.base import Chunk, GenerationParams, malformed_stream, truncated_stream
 from daehwa.llm.clova_stream import ClovaReader, clova_error, error_from_body
 from daehwa.llm.http import UpstreamClient
 from daehwa.llm.sse import SSEDecoder, SSEError
@@ -281,22 +281,12 @@ class ClovaModel:
                             if chunk is not None:
                                 yield chunk
             except SSEError as exc:
-                raise ProviderError(
-                    f"{self.name}: malformed stream: {exc}",
-                    code="upstream_protocol_error",
-                    retryable=True,
-                    provider=self.name,
-                ) from exc
+                raise malformed_stream(self.name, exc) from exc
             except ProviderError as exc:
                 exc.provider = self.name
                 raise
             if not reader.finished:
-                raise ProviderError(
-                    f"{self.name}: the stream ended before its result event",
-                    code="upstream_truncated",
-                    retryable=True,
-                    provider=self.name,
-                )
+                raise truncated_stream(self.name, "its result event")
             await response.aclose(drain=_DRAIN)
             yield reader.final_chunk()
         finally:

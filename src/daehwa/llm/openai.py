@@ -26,7 +26,7 @@ import orjson
 
 from daehwa.config import ModelSettings
 from daehwa.errors import ConfigError, ProviderError
-from daehwa.llm.base import Chunk, GenerationParams
+from daehwa.llm.base import Chunk, GenerationParams, malformed_stream, truncated_stream
 from daehwa.llm.http import UpstreamClient
 from daehwa.llm.openai_errors import error_from_response
 from daehwa.llm.openai_stream import ChunkReader
@@ -245,12 +245,7 @@ class OpenAIModel:
                     if done:
                         break
             except SSEError as exc:
-                raise ProviderError(
-                    f"{self.name}: malformed stream: {exc}",
-                    code="upstream_protocol_error",
-                    retryable=True,
-                    provider=self.name,
-                ) from exc
+                raise malformed_stream(self.name, exc) from exc
             except ProviderError as exc:
                 # A dropped connection after the finish loses nothing (Ollama may just close).
                 if reader.finish_reason is None or exc.code != "upstream_disconnected":
@@ -265,12 +260,7 @@ class OpenAIModel:
                     if chunk is not None:
                         yield chunk
             if not done and reader.finish_reason is None:
-                raise ProviderError(
-                    f"{self.name}: the stream ended before the answer did",
-                    code="upstream_truncated",
-                    retryable=True,
-                    provider=self.name,
-                )
+                raise truncated_stream(self.name, "the answer did")
             # Reuse the connection: wait (briefly) for the body's end before the last yield.
             await response.aclose(drain=_DRAIN)
             yield reader.final_chunk()

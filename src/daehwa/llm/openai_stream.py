@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from daehwa.errors import ProviderError
-from daehwa.llm.base import Chunk
+from daehwa.llm.base import Chunk, malformed_stream
 from daehwa.llm.openai_errors import error_from_stream
 from daehwa.messages import ToolCall, Usage
 
@@ -149,12 +149,7 @@ class ChunkReader:
         return ToolCall(call.id or f"call_{index}", call.name, arguments)
 
     def _malformed(self, detail: str) -> ProviderError:
-        return ProviderError(
-            f"{self.provider}: malformed stream: {detail}",
-            code="upstream_protocol_error",
-            retryable=True,
-            provider=self.provider,
-        )
+        return malformed_stream(self.provider, detail)
 
 
 def _usage(data: Any) -> Usage | None:

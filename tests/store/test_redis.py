@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
+import orjson
 import pytest
 
 from daehwa.errors import StoreError
-from daehwa.messages import Conversation, Message, MessageStatus, Role, User, new_id, utcnow
+from daehwa.messages import (
+    Conversation,
+    Message,
+    MessageStatus,
+    Role,
+    ToolCall,
+    Usage,
+    User,
+    new_id,
+    utcnow,
+)
 from daehwa.store import RedisStore
+from daehwa.store import redis_scripts as lua
+from daehwa.store.paging import to_micros
 
 pytestmark = pytest.mark.redis
 
@@ -166,3 +180,238 @@ async def test_an_expired_conversation_leaves_the_listing(redis_store: RedisStor
 async def test_unreachable_server_is_a_store_error() -> None:
     with pytest.raises(StoreError):
         await RedisStore.open("redis://127.0.0.1:1/0")
+
+
+async def test_every_field_of_a_message_comes_back_as_stored(redis_store: RedisStore) -> None:
+    conversation = await redis_store.create_conversation(Conversation(id=new_id(), user_id="u"))
+    sent = Message(
+        Role.TOOL,
+        '따옴표 " 역슬래시 \\ 슬래시 / 줄\n바꿈 \u0007 🍜',
+        id="m-" + new_id(),
+        conversation_id=conversation.id,
+        status=MessageStatus.STREAMING,
+        usage=Usage(3, 4),
+        tool_calls=[ToolCall("call_1", "weather", {"city": "서울", "days": [1, 2.5]})],
+        tool_call_id="call_0",
+        request_id="req-1",
+        model="model-a",
+        metadata={"tokens": 7, "embedding": [0.1, -2.5e-08, 1 / 3]},
+    )
+    stored = await redis_store.append_message(sent)
+    for found in (
+        stored,
+        await redis_store.get_message(sent.id),
+        (await redis_store.list_messages(conversation.id)).items[0],
+    ):
+        assert found is not None
+        assert (found.role, found.content, found.id, found.conversation_id) == (
+            sent.role,
+            sent.content,
+            sent.id,
+            sent.conversation_id,
+        )
+        assert (found.status, found.seq, found.created_at) == (
+            MessageStatus.STREAMING,
+            1,
+            stored.created_at,
+        )
+        assert (found.usage, found.tool_calls, found.tool_call_id) == (
+            sent.usage,
+            sent.tool_calls,
+            sent.tool_call_id,
+        )
+        assert (found.request_id, found.model, found.metadata) == (
+            sent.request_id,
+            sent.model,
+            sent.metadata,
+        )
+    # What the store returns shares nothing with what the caller passed in.
+    sent.metadata["tokens"] = 8
+    assert stored.metadata["tokens"] == 7
+
+
+def _old_hash(message: Message) -> dict[str, str]:
+    """A message's fields as versions before JSON records stored them (one hash)."""
+
+    def dumps(value: object) -> str:
+        return orjson.dumps(value).decode()
+
+    return {
+        "conversation_id": message.conversation_id,
+        "seq": str(message.seq),
+        "created_us": str(to_micros(message.created_at)),
+        "status": message.status.value,
+        "id": message.id,
+        "role": message.role.value,
+        "content": message.content,
+        "usage": dumps(message.usage.to_dict() if message.usage else None),
+        "tool_calls": dumps(
+            [c.to_dict() for c in message.tool_calls] if message.tool_calls is not None else None
+        ),
+        "tool_call_id": dumps(message.tool_call_id),
+        "request_id": dumps(message.request_id),
+        "model": dumps(message.model),
+        "metadata": dumps(message.metadata),
+    }
+
+
+async def test_messages_stored_as_hashes_by_earlier_versions_still_work(
+    redis_store: RedisStore,
+) -> None:
+    user = await redis_store.create_user(User(id=new_id(), name="예전"))
+    conversation = await redis_store.create_conversation(Conversation(id=new_id(), user_id=user.id))
+    stored = [
+        await redis_store.append_message(
+            Message(
+                Role.USER,
+                '옛날 "서울" / 날씨\\',
+                conversation_id=conversation.id,
+                request_id="r1",
+                metadata={"tokens": 5},
+            )
+        ),
+        await redis_store.append_message(
+            Message(
+                Role.ASSISTANT,
+                "맑음",
+                conversation_id=conversation.id,
+                status=MessageStatus.STREAMING,
+                usage=Usage(1, 2),
+                tool_calls=[ToolCall("c1", "날씨", {"도시": "서울"})],
+                model="m",
+            )
+        ),
+    ]
+    for message in stored:
+        key = f"{redis_store.prefix}:msg:{message.id}"
+        ttl = await redis_store.client.pttl(key)
+        await redis_store.client.delete(key)
+        await redis_store.client.hset(key, mapping=_old_hash(message))
+        await redis_store.client.pexpire(key, ttl - 5000)
+    ttls = [await redis_store.client.pttl(f"{redis_store.prefix}:msg:{m.id}") for m in stored]
+
+    page = await redis_store.list_messages(conversation.id)
+    assert page.items == stored
+    for message, ttl in zip(stored, ttls, strict=True):
+        key = f"{redis_store.prefix}:msg:{message.id}"
+        # Read once, now a record, with the deadline it had.
+        assert await redis_store.client.type(key) == "string"
+        assert 0 < await redis_store.client.pttl(key) <= ttl
+    assert await redis_store.get_message(stored[1].id) == stored[1]
+
+    # Each other path reads an old hash as well.
+    await redis_store.client.delete(f"{redis_store.prefix}:msg:{stored[0].id}")
+    await redis_store.client.hset(
+        f"{redis_store.prefix}:msg:{stored[0].id}", mapping=_old_hash(stored[0])
+    )
+    assert await redis_store.find_by_request_id(conversation.id, "r1") == stored[0]
+    for make_old in (True, False):
+        if make_old:
+            key = f"{redis_store.prefix}:msg:{stored[1].id}"
+            await redis_store.client.delete(key)
+            await redis_store.client.hset(key, mapping=_old_hash(stored[1]))
+        assert await redis_store.last_message(conversation.id) == stored[1]
+    found = await redis_store.search_messages(user.id, '"서울" /')
+    assert [m.id for m in found] == [stored[0].id]
+    old_key = f"{redis_store.prefix}:msg:{stored[1].id}"
+    await redis_store.client.delete(old_key)
+    await redis_store.client.hset(old_key, mapping=_old_hash(stored[1]))
+    assert await redis_store.streaming_replies(created_before=utcnow()) == [stored[1].id]
+    await redis_store.client.delete(old_key)
+    await redis_store.client.hset(old_key, mapping=_old_hash(stored[1]))
+    assert await redis_store.mark_interrupted() == 1
+    interrupted = await redis_store.get_message(stored[1].id)
+    assert interrupted is not None and interrupted.status is MessageStatus.INCOMPLETE
+    await redis_store.client.delete(old_key)
+    await redis_store.client.hset(old_key, mapping=_old_hash(stored[1]))
+    updated = await redis_store.update_message(stored[1].id, content="흐림")
+    assert (updated.content, updated.usage, updated.model) == ("흐림", Usage(1, 2), "m")
+    for key in await keys_of(redis_store):
+        assert await redis_store.client.pttl(key) > 0, key
+
+
+async def test_field_value_pairs_of_the_hash_layout_still_append(redis_store: RedisStore) -> None:
+    """Bulk loaders written against the hash layout pass the fields as pairs."""
+    conversation = await redis_store.create_conversation(Conversation(id=new_id(), user_id="u"))
+    mid = new_id()
+    pairs = _old_hash(Message(Role.USER, '쌍 "pairs"', id=mid, metadata={"tokens": 2}))
+    fields = [
+        item
+        for name, value in pairs.items()
+        if name not in ("conversation_id", "seq", "created_us", "status")
+        for item in (name, value)
+    ]
+    now = to_micros(utcnow())
+    result = await redis_store._run(
+        lua.APPEND_MESSAGE, conversation.id, mid, now, "", "complete", *fields
+    )
+    assert result[0] == 1
+    found = await redis_store.get_message(mid)
+    assert found is not None
+    assert (found.content, found.seq, found.metadata, found.usage) == (
+        '쌍 "pairs"',
+        1,
+        {"tokens": 2},
+        None,
+    )
+
+
+async def test_concurrent_updates_of_one_message_all_land(redis_store: RedisStore) -> None:
+    conversation = await redis_store.create_conversation(Conversation(id=new_id(), user_id="u"))
+    reply = await redis_store.append_message(
+        Message(Role.ASSISTANT, "", conversation_id=conversation.id, status=MessageStatus.STREAMING)
+    )
+    # Each update reads the record before any of them writes it back.
+    await asyncio.gather(
+        redis_store.update_message(reply.id, content="다 됐어요"),
+        redis_store.update_message(reply.id, status=MessageStatus.COMPLETE),
+        redis_store.update_message(reply.id, usage=Usage(10, 20)),
+        redis_store.update_message(reply.id, metadata={"finish_reason": "stop"}),
+        redis_store.update_message(reply.id, tool_calls=[ToolCall("c", "t", {})]),
+    )
+    found = await redis_store.get_message(reply.id)
+    assert found is not None
+    assert found.content == "다 됐어요"
+    assert found.status is MessageStatus.COMPLETE
+    assert found.usage == Usage(10, 20)
+    assert found.metadata == {"finish_reason": "stop"}
+    assert found.tool_calls == [ToolCall("c", "t", {})]
+    assert not await redis_store.client.sismember(f"{redis_store.prefix}:streaming", reply.id)
+
+
+async def test_search_decodes_content_before_matching(redis_store: RedisStore) -> None:
+    user_id = new_id()
+    conversation = await redis_store.create_conversation(Conversation(id=new_id(), user_id=user_id))
+    texts = ['그가 "안녕"이라고', "C:\\temp\\파일", "a/b 경로", "첫 줄\n둘째 줄", "평범한 말"]
+    stored = [
+        await redis_store.append_message(Message(Role.USER, t, conversation_id=conversation.id))
+        for t in texts
+    ]
+
+    async def search(needle: str) -> list[str]:
+        return [m.content for m in await redis_store.search_messages(user_id, needle)]
+
+    assert await search('"안녕"') == [texts[0]]
+    assert await search("\\temp") == [texts[1]]
+    assert await search("a/b") == [texts[2]]
+    assert await search("줄\n둘") == [texts[3]]
+    # Names and values of the record's other members are not content.
+    for needle in ("role", "status", "complete", "metadata", stored[4].id[:8], "user"):
+        assert await search(needle) == [], needle
+
+
+async def test_more_concurrent_calls_than_connections_wait_for_one(
+    redis_url: str, redis_prefix: str
+) -> None:
+    store = await RedisStore.open(f"{redis_url}?max_connections=2", prefix=f"{redis_prefix}-pool")
+    try:
+        conversation = await store.create_conversation(Conversation(id=new_id(), user_id="u"))
+        appended = await asyncio.gather(
+            *(
+                store.append_message(Message(Role.USER, f"{n}", conversation_id=conversation.id))
+                for n in range(40)
+            )
+        )
+        assert sorted(m.seq for m in appended) == list(range(1, 41))
+    finally:
+        await store.aclose()

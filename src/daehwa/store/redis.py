@@ -6,7 +6,7 @@ Layout under the prefix ``P`` (``[store] key_prefix``)::
     P:conv:{id}:seq       zset   message ids by seq
     P:conv:{id}:time      zset   message ids by created_at (microseconds)
     P:conv:{id}:req       hash   request id -> message id
-    P:msg:{id}            hash   a message (JSON-encoded field values)
+    P:msg:{id}            string a message: one JSON object (see redis_scripts)
     P:user:{id}           hash   a user
     P:user:{id}:convs     zset   the user's conversation ids by updated_at
     P:user:{id}:keys      set    the user's credential hashes
@@ -62,6 +62,13 @@ log = logging.getLogger(__name__)
 _DAY_MS = 86_400_000
 # Conversations searched per script call; keeps each call short for Redis.
 _SEARCH_BATCH = 20
+# Rounds of read-change-write an update_message tries before giving up.
+_UPDATE_TRIES = 50
+# Connections per process (``?max_connections=N`` in the URL overrides it). Each
+# call holds one for a single round trip; when all are busy a call waits for
+# one, up to _POOL_WAIT seconds, instead of failing.
+_POOL_SIZE = 32
+_POOL_WAIT = 10.0
 
 
 def _json(value: Any) -> str:
@@ -90,7 +97,10 @@ class RedisStore:
     @classmethod
     async def open(cls, url: str, *, prefix: str = "daehwa", ttl_days: float = 30.0) -> RedisStore:
         """A store on the Redis server at ``url``, checked with a PING."""
-        client = aioredis.Redis.from_url(url, decode_responses=True)
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, decode_responses=True, max_connections=_POOL_SIZE, timeout=_POOL_WAIT
+        )
+        client = aioredis.Redis.from_pool(pool)
         try:
             await client.ping()
         except (RedisError, OSError) as exc:
@@ -182,32 +192,19 @@ class RedisStore:
     async def append_message(self, message: Message) -> Message:
         """Store a new message with the next ``seq``."""
         mid = message.id or new_id()
-        status = MessageStatus(message.status)
-        fields = _message_fields(message)
+        status = MessageStatus(message.status).value
+        body = _record_body(message, mid)
         result = await self._run(
             lua.APPEND_MESSAGE,
             message.conversation_id,
             mid,
             to_micros(utcnow()),
             message.request_id or "",
-            status.value,
-            *_flatten({**fields, "id": mid}),
+            status,
+            body,
         )
-        if result[0] == 0:
-            raise NotFound(f"conversation {message.conversation_id} not found")
-        if result[0] == -1:
-            raise Conflict(f"message {mid} already exists")
-        stored = _message(
-            {
-                **fields,
-                "id": mid,
-                "conversation_id": message.conversation_id,
-                "status": status.value,
-                "seq": str(result[1]),
-                "created_us": str(result[2]),
-            }
-        )
-        return stored
+        _check_appended(result, message.conversation_id, mid)
+        return _appended(body, status, result[1], result[2])
 
     async def update_message(
         self,
@@ -219,32 +216,45 @@ class RedisStore:
         tool_calls: Sequence[ToolCall] | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> Message:
-        """Change the given fields of a stored message."""
-        fields: dict[str, str] = {}
-        if content is not None:
-            fields["content"] = content
+        """Change the given fields of a stored message.
+
+        The record is read, changed here and written back only if it did not
+        change meanwhile (else read again), so concurrent updates all land.
+        """
+        changes: dict[str, Any] = {}
         if status is not None:
-            fields["status"] = MessageStatus(status).value
+            changes["status"] = MessageStatus(status).value
+        if content is not None:
+            changes["content"] = content
         if usage is not None:
-            fields["usage"] = _json(usage.to_dict())
+            changes["usage"] = usage.to_dict()
         if tool_calls is not None:
-            fields["tool_calls"] = _json([t.to_dict() for t in tool_calls])
+            changes["tool_calls"] = [t.to_dict() for t in tool_calls]
         if metadata is not None:
-            fields["metadata"] = _json(metadata)
-        found = await self._run(lua.UPDATE_MESSAGE, message_id, *_flatten(fields))
-        if not found:
-            raise NotFound(f"message {message_id} not found")
-        return _message(_mapping(found))
+            changes["metadata"] = metadata
+        found = await self._run(lua.GET_MESSAGE, message_id)
+        for _ in range(_UPDATE_TRIES):
+            if not found:
+                raise NotFound(f"message {message_id} not found")
+            data = orjson.loads(found)
+            if not changes:
+                return _message(data)
+            data.update(changes)
+            record = orjson.dumps(data)
+            found = await self._run(lua.UPDATE_MESSAGE, message_id, found, record)
+            if found == 1:
+                return _message(orjson.loads(record))
+        raise StoreError(f"message {message_id} kept changing; the update was not stored")
 
     async def get_message(self, message_id: str) -> Message | None:
         """The message, or ``None``."""
         found = await self._run(lua.GET_MESSAGE, message_id)
-        return _message(_mapping(found)) if found else None
+        return _message(orjson.loads(found)) if found else None
 
     async def find_by_request_id(self, conversation_id: str, request_id: str) -> Message | None:
         """The first message of the conversation sent with ``request_id``."""
         found = await self._run(lua.FIND_BY_REQUEST_ID, conversation_id, request_id)
-        return _message(_mapping(found)) if found else None
+        return _message(orjson.loads(found)) if found else None
 
     async def list_messages(
         self,
@@ -259,14 +269,13 @@ class RedisStore:
         bound = "+inf" if before is None else f"({before}"
         if since is None:
             rows = await self._run(lua.LIST_MESSAGES, conversation_id, "before", bound, 0, limit)
-            found = [_message(_mapping(r)) for r in rows]
-            more = len(found) > limit
-            items = list(reversed(found[:limit]))
+            more = len(rows) > limit
+            items = [_message(orjson.loads(r)) for r in reversed(rows[:limit])]
             return Page(items, str(items[0].seq) if more else None)
         rows = await self._run(
             lua.LIST_MESSAGES, conversation_id, "since", bound, to_micros(as_utc(since)), limit
         )
-        found = [_message(_mapping(r)) for r in rows]
+        found = [_message(orjson.loads(r)) for r in rows]
         if before is not None:
             found = [m for m in found if m.seq < before]
         more = len(found) > limit
@@ -275,7 +284,7 @@ class RedisStore:
     async def last_message(self, conversation_id: str) -> Message | None:
         """The newest message of the conversation, if any."""
         found = await self._run(lua.LAST_MESSAGE, conversation_id)
-        return _message(_mapping(found)) if found else None
+        return _message(orjson.loads(found)) if found else None
 
     async def search_messages(self, user_id: str, query: str, *, limit: int = 20) -> list[Message]:
         """The user's messages containing ``query`` (ASCII case ignored), newest first.
@@ -303,7 +312,7 @@ class RedisStore:
                 if len(found) >= limit and batch[0][1] < to_micros(found[limit - 1].created_at):
                     break
                 rows = await self._run(lua.SEARCH_MESSAGES, needle, limit, *(c for c, _ in batch))
-                found.extend(_message(_mapping(r)) for r in rows)
+                found.extend(_message(orjson.loads(r)) for r in rows)
                 found.sort(key=lambda m: (m.created_at, m.seq, m.id), reverse=True)
         except RedisError as exc:
             raise StoreError("the history store is unavailable") from exc
@@ -312,14 +321,14 @@ class RedisStore:
     async def streaming_replies(self, *, created_before: datetime) -> list[str]:
         """Ids of ``streaming`` messages created before ``created_before``."""
         cutoff = str(to_micros(as_utc(created_before)))
-        return [str(mid) for mid in await self._run(_STREAMING_BEFORE, cutoff)]
+        return [str(mid) for mid in await self._run(lua.STREAMING_BEFORE, cutoff)]
 
     async def mark_interrupted(self, message_ids: Collection[str] | None = None) -> int:
         """Turn ``streaming`` messages (all, or those of ``message_ids``) into ``incomplete``."""
         if message_ids is None:
             return int(await self._run(lua.MARK_INTERRUPTED))
         ids = sorted(set(message_ids))
-        return int(await self._run(_MARK_THESE_INTERRUPTED, *ids)) if ids else 0
+        return int(await self._run(lua.MARK_THESE_INTERRUPTED, *ids)) if ids else 0
 
     # -- users -----------------------------------------------------------------
 
@@ -410,7 +419,7 @@ class RedisStore:
 
     # -- inside ----------------------------------------------------------------
 
-    async def _run(self, body: str, *args: str | int) -> Any:
+    async def _run(self, body: str, *args: str | bytes | int) -> Any:
         """Run one script (prelude + ``body``) with the TTL and prefix arguments first."""
         script = self._scripts.get(body)
         if script is None:
@@ -422,40 +431,9 @@ class RedisStore:
             raise StoreError("the history store is unavailable") from exc
 
 
-# ARGV[4]: created_us bound (exclusive). Ids in P:streaming still streaming and older.
-_STREAMING_BEFORE = r"""
-local found = {}
-for _, mid in ipairs(redis.call('SMEMBERS', P .. ':streaming')) do
-  local row = redis.call('HMGET', msg_key(mid), 'status', 'created_us')
-  if row[1] == 'streaming' and tonumber(row[2]) < tonumber(ARGV[4]) then
-    found[#found + 1] = mid
-  end
-end
-return found
-"""
-
-# ARGV[4..]: message ids; those still streaming become incomplete.
-_MARK_THESE_INTERRUPTED = r"""
-local count = 0
-for i = 4, #ARGV do
-  local mid = ARGV[i]
-  if redis.call('HGET', msg_key(mid), 'status') == 'streaming' then
-    redis.call('HSET', msg_key(mid), 'status', 'incomplete')
-    count = count + 1
-  end
-  redis.call('SREM', P .. ':streaming', mid)
-end
-return count
-"""
-
-
 def _pairs(values: dict[str, Any]) -> list[str]:
     """Field/value pairs with JSON-encoded values."""
     return [item for name, value in values.items() for item in (name, _json(value))]
-
-
-def _flatten(fields: dict[str, str]) -> list[str]:
-    return [item for pair in fields.items() for item in pair]
 
 
 def _mapping(flat: list[str]) -> dict[str, str]:
@@ -478,38 +456,66 @@ def _conversation(flat: list[str]) -> Conversation:
     )
 
 
-def _message_fields(message: Message) -> dict[str, str]:
-    """The stored fields of a new message, except its ids, seq, status and time."""
-    return {
-        "role": Role(message.role).value,
-        "content": message.content,
-        "usage": _json(message.usage.to_dict() if message.usage else None),
-        "tool_calls": _json(
-            [c.to_dict() for c in message.tool_calls] if message.tool_calls is not None else None
-        ),
-        "tool_call_id": _json(message.tool_call_id),
-        "request_id": _json(message.request_id),
-        "model": _json(message.model),
-        "metadata": _json(message.metadata or {}),
-    }
+def _record_body(message: Message, mid: str) -> bytes:
+    """A new message's record without the status, seq and time the script puts first."""
+    return orjson.dumps(
+        {
+            "conversation_id": message.conversation_id,
+            "id": mid,
+            "role": Role(message.role).value,
+            "content": message.content,
+            "usage": message.usage.to_dict() if message.usage else None,
+            "tool_calls": (
+                [c.to_dict() for c in message.tool_calls]
+                if message.tool_calls is not None
+                else None
+            ),
+            "tool_call_id": message.tool_call_id,
+            "request_id": message.request_id,
+            "model": message.model,
+            "metadata": message.metadata or {},
+        }
+    )
 
 
-def _message(data: dict[str, str]) -> Message:
-    tool_calls = orjson.loads(data["tool_calls"])
+def _check_appended(result: list[Any], conversation_id: str, mid: str) -> None:
+    if result[0] == 0:
+        raise NotFound(f"conversation {conversation_id} not found")
+    if result[0] == -1:
+        raise Conflict(f"message {mid} already exists")
+
+
+def _appended(body: bytes, status: str, seq: int | str, created_us: int | str) -> Message:
+    """The stored message, decoded afresh so it shares nothing with the caller's."""
+    data = orjson.loads(body)
+    data["status"], data["seq"], data["created_us"] = status, int(seq), int(created_us)
+    return _message(data)
+
+
+_ROLES = {role.value: role for role in Role}
+_STATUSES = {status.value: status for status in MessageStatus}
+
+
+def _message(data: dict[str, Any]) -> Message:
+    """A message from its decoded record."""
+    tool_calls = data["tool_calls"]
+    usage = data["usage"]
+    # Positional (half the cost of keywords, paid 50 times a page), in the order of
+    # Message's fields; test_redis checks that each field comes back as stored.
     return Message(
-        role=Role(data["role"]),
-        content=data["content"],
-        id=data["id"],
-        conversation_id=data["conversation_id"],
-        status=MessageStatus(data["status"]),
-        seq=int(data["seq"]),
-        created_at=from_micros(int(data["created_us"])),
-        usage=Usage.from_dict(orjson.loads(data["usage"])),
-        tool_calls=[ToolCall.from_dict(c) for c in tool_calls] if tool_calls is not None else None,
-        tool_call_id=orjson.loads(data["tool_call_id"]),
-        request_id=orjson.loads(data["request_id"]),
-        model=orjson.loads(data["model"]),
-        metadata=orjson.loads(data["metadata"]),
+        _ROLES[data["role"]],
+        data["content"],
+        data["id"],
+        data["conversation_id"],
+        _STATUSES[data["status"]],
+        data["seq"],
+        from_micros(data["created_us"]),
+        Usage.from_dict(usage) if usage else None,
+        [ToolCall.from_dict(c) for c in tool_calls] if tool_calls is not None else None,
+        data["tool_call_id"],
+        data["request_id"],
+        data["model"],
+        data["metadata"],
     )
 
 

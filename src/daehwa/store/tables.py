@@ -6,9 +6,11 @@ two. A change here needs a new migration.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -25,7 +27,6 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import Row
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from daehwa.messages import (
@@ -162,68 +163,87 @@ messages = Table(
 TRIGRAM_INDEX = "ix_messages_content_trgm"
 
 
-def conversation_from_row(row: Row[Any]) -> Conversation:
-    """A :class:`Conversation` from a ``conversations`` row."""
+# The columns the store reads, in the order the converters below expect. Each
+# query names them, so a column added by a later migration changes no result.
+CONVERSATION_COLUMNS = (
+    "id",
+    "user_id",
+    "title",
+    "persona",
+    "variables",
+    "model",
+    "summary",
+    "summary_seq",
+    "created_at",
+    "updated_at",
+)
+MESSAGE_COLUMNS = (
+    "id",
+    "conversation_id",
+    "seq",
+    "role",
+    "content",
+    "status",
+    "usage",
+    "tool_calls",
+    "tool_call_id",
+    "request_id",
+    "model",
+    "metadata",
+    "created_at",
+)
+USER_COLUMNS = ("id", "name", "is_admin", "password_hash", "created_at")
+
+# How a driver's value of a timestamp column becomes an aware UTC datetime.
+TimeReader = Callable[[Any], datetime]
+
+
+def _json_or_none(text: str | None) -> Any:
+    return orjson.loads(text) if text is not None else None
+
+
+def conversation_from_row(row: Sequence[Any], when: TimeReader) -> Conversation:
+    """A :class:`Conversation` from a row of ``CONVERSATION_COLUMNS`` (JSON as text)."""
     return Conversation(
-        id=row.id,
-        user_id=row.user_id,
-        title=row.title,
-        persona=row.persona,
-        variables=dict(row.variables or {}),
-        model=row.model,
-        summary=row.summary,
-        summary_seq=row.summary_seq,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
+        id=row[0],
+        user_id=row[1],
+        title=row[2],
+        persona=row[3],
+        variables=dict(_json_or_none(row[4]) or {}),
+        model=row[5],
+        summary=row[6],
+        summary_seq=row[7],
+        created_at=when(row[8]),
+        updated_at=when(row[9]),
     )
 
 
-def message_from_row(row: Row[Any]) -> Message:
-    """A :class:`Message` from a ``messages`` row."""
+def message_from_row(row: Sequence[Any], when: TimeReader) -> Message:
+    """A :class:`Message` from a row of ``MESSAGE_COLUMNS`` (JSON as text)."""
+    tool_calls = _json_or_none(row[7])
     return Message(
-        role=Role(row.role),
-        content=row.content,
-        id=row.id,
-        conversation_id=row.conversation_id,
-        status=MessageStatus(row.status),
-        seq=row.seq,
-        created_at=row.created_at,
-        usage=Usage.from_dict(row.usage),
-        tool_calls=(
-            [ToolCall.from_dict(c) for c in row.tool_calls] if row.tool_calls is not None else None
-        ),
-        tool_call_id=row.tool_call_id,
-        request_id=row.request_id,
-        model=row.model,
-        metadata=dict(row.metadata or {}),
+        role=Role(row[3]),
+        content=row[4],
+        id=row[0],
+        conversation_id=row[1],
+        status=MessageStatus(row[5]),
+        seq=row[2],
+        created_at=when(row[12]),
+        usage=Usage.from_dict(_json_or_none(row[6])),
+        tool_calls=[ToolCall.from_dict(c) for c in tool_calls] if tool_calls is not None else None,
+        tool_call_id=row[8],
+        request_id=row[9],
+        model=row[10],
+        metadata=dict(_json_or_none(row[11]) or {}),
     )
 
 
-def message_values(message: Message) -> dict[str, Any]:
-    """The column values of a message (without ``seq`` and the times)."""
-    return {
-        "id": message.id,
-        "conversation_id": message.conversation_id,
-        "role": Role(message.role).value,
-        "content": message.content,
-        "status": MessageStatus(message.status).value,
-        "usage": message.usage.to_dict() if message.usage else None,
-        "tool_calls": (
-            [c.to_dict() for c in message.tool_calls] if message.tool_calls is not None else None
-        ),
-        "tool_call_id": message.tool_call_id,
-        "request_id": message.request_id,
-        "model": message.model,
-        "metadata": message.metadata or {},
-    }
-
-
-def user_from_row(row: Row[Any]) -> User:
-    """A :class:`User` from a ``users`` row."""
+def user_from_row(row: Sequence[Any], when: TimeReader) -> User:
+    """A :class:`User` from a row of ``USER_COLUMNS``."""
     return User(
-        id=row.id,
-        name=row.name,
-        is_admin=bool(row.is_admin),
-        password_hash=row.password_hash,
-        created_at=row.created_at,
+        id=row[0],
+        name=row[1],
+        is_admin=bool(row[2]),
+        password_hash=row[3],
+        created_at=when(row[4]),
     )

@@ -1,0 +1,517 @@
+"""The SQLite side of :class:`~daehwa.store.sql.SqlStore`: plain ``sqlite3`` in worker threads.
+
+Each store call is one job for a thread that owns its connection, so a whole
+transaction costs a single hop from the event loop and back. One writer
+thread runs every write (SQLite has one writer anyway: queueing jobs is
+cheaper than contending for the lock); reader threads run the single-statement
+reads beside it, which WAL allows. The SQL is fixed text, so ``sqlite3``'s
+statement cache prepares each statement once per connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable, Collection
+from datetime import UTC, datetime
+from queue import SimpleQueue
+from typing import Any, TypeVar
+
+import orjson
+
+from daehwa.errors import Conflict, NotFound, StoreError
+from daehwa.messages import Conversation, Message, User
+from daehwa.store.paging import later_than
+from daehwa.store.tables import (
+    CONVERSATION_COLUMNS,
+    MESSAGE_COLUMNS,
+    USER_COLUMNS,
+    conversation_from_row,
+    message_from_row,
+    user_from_row,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# How long a connection waits for another process's write lock before failing.
+BUSY_TIMEOUT_MS = 10_000
+# Reader threads of a file database (an in-memory one has only the writer).
+READERS = 2
+
+_CONVERSATION = ", ".join(CONVERSATION_COLUMNS)
+_MESSAGE = ", ".join(MESSAGE_COLUMNS)
+_USER = ", ".join(USER_COLUMNS)
+_USER_OF_KEY = ", ".join(f"users.{c}" for c in USER_COLUMNS)
+
+_Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...]]
+
+
+def sql_time(moment: datetime) -> str:
+    """A timestamp as SQLite keeps it: naive UTC text of fixed width (sorts in time order)."""
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def read_time(text: str) -> datetime:
+    """An aware UTC datetime from :func:`sql_time`'s text."""
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if error is None:
+        future.set_result(result)
+    else:
+        future.set_exception(error)
+
+
+class _Worker(threading.Thread):
+    """A thread with one connection, running jobs from a queue until told to stop."""
+
+    def __init__(self, name: str, jobs: SimpleQueue[_Job | None], connect: Callable[[], Any]):
+        super().__init__(name=name, daemon=True)
+        self.jobs = jobs
+        self.connect = connect
+
+    def run(self) -> None:
+        connection: Any = None
+        failure: BaseException | None = None
+        try:
+            connection = self.connect()
+        except BaseException as exc:  # every job will get this error
+            failure = exc
+        try:
+            while (job := self.jobs.get()) is not None:
+                loop, future, fn, args = job
+                result, error = None, failure
+                if error is None:
+                    try:
+                        result = fn(connection, *args)
+                    except BaseException as exc:  # handed to the awaiting task
+                        error = exc
+                # A closed loop raises RuntimeError: nobody is waiting any more.
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(_settle, future, result, error)
+        finally:
+            if connection is not None:
+                connection.close()
+
+
+class SqliteDatabase:
+    """The SQL of every store operation, on one SQLite file (or ``:memory:``)."""
+
+    dialect = "sqlite"
+
+    def __init__(self, path: str, *, readers: int = READERS) -> None:
+        self.path = path
+        self.memory = path in ("", ":memory:")
+        self._writes: SimpleQueue[_Job | None] = SimpleQueue()
+        # An in-memory database exists only inside its one connection.
+        self._reads = self._writes if self.memory else SimpleQueue()
+        self._workers = [_Worker("daehwa-sqlite-writer", self._writes, self._connect_writer)]
+        if not self.memory:
+            self._workers += [
+                _Worker(f"daehwa-sqlite-reader-{n}", self._reads, self._connect_reader)
+                for n in range(readers)
+            ]
+        self._started = False
+        self._closed = False
+
+    # -- threads -----------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(
+            self.path or ":memory:",
+            isolation_level=None,  # transactions are begun and ended explicitly
+            check_same_thread=False,
+            cached_statements=256,
+        )
+        connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        connection.execute("PRAGMA foreign_keys=ON")
+        return connection
+
+    def _connect_writer(self) -> sqlite3.Connection:
+        connection = self._connect()
+        # WAL lets readers run beside the one writer; it is kept in the file.
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        return connection
+
+    def _connect_reader(self) -> sqlite3.Connection:
+        connection = self._connect()
+        connection.execute("PRAGMA query_only=1")
+        return connection
+
+    def _start(self) -> None:
+        if self._closed:
+            raise StoreError("the history store is closed")
+        if not self._started:
+            self._started = True
+            for worker in self._workers:
+                worker.start()
+
+    async def _submit(self, queue: SimpleQueue[_Job | None], fn: Callable[..., T], *args: Any) -> T:
+        self._start()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        queue.put((loop, future, fn, args))
+        try:
+            return await future
+        except sqlite3.IntegrityError as exc:
+            raise Conflict("a row with this key already exists") from exc
+        except (sqlite3.Error, OSError) as exc:
+            log.warning("sqlite store call failed: %s", exc)
+            raise StoreError("the history store is unavailable") from exc
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(connection, *args)`` in a reader thread."""
+        return await self._submit(self._reads, fn, *args)
+
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(connection, *args)`` in one transaction in the writer thread."""
+        return await self._submit(self._writes, _in_transaction, fn, *args)
+
+    async def run_on_writer(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(connection, *args)`` in the writer thread, outside any transaction."""
+        return await self._submit(self._writes, fn, *args)
+
+    async def aclose(self) -> None:
+        """Stop the threads after the jobs already queued; close their connections."""
+        self._closed = True
+        if not self._started:
+            return
+        for worker in self._workers:
+            worker.jobs.put(None)
+        await asyncio.gather(*(asyncio.to_thread(w.join) for w in self._workers))
+
+    # -- conversations -------------------------------------------------------------
+
+    async def insert_conversation(self, row: tuple[Any, ...]) -> None:
+        await self.write(_execute, _INSERT_CONVERSATION, _times(row, 9, 10))
+
+    async def get_conversation(self, conversation_id: str) -> Conversation | None:
+        return await self.read(_conversation, _GET_CONVERSATION, (conversation_id,))
+
+    async def list_conversations(
+        self, user_id: str, limit: int, after: tuple[datetime, str] | None
+    ) -> list[Conversation]:
+        if after is None:
+            return await self.read(_conversations, _LIST_CONVERSATIONS, (user_id, limit))
+        params = (user_id, sql_time(after[0]), after[1], limit)
+        return await self.read(_conversations, _LIST_CONVERSATIONS_AFTER, params)
+
+    async def update_conversation(
+        self, conversation_id: str, fields: dict[str, Any], now: datetime
+    ) -> Conversation | None:
+        return await self.write(_update_conversation, conversation_id, fields, now)
+
+    async def delete_conversation(self, conversation_id: str) -> None:
+        await self.write(_run_all, _DELETE_CONVERSATION, (conversation_id,))
+
+    async def clear_conversation(self, conversation_id: str) -> None:
+        await self.write(_run_all, _CLEAR_CONVERSATION, (conversation_id,))
+
+    # -- messages --------------------------------------------------------------------
+
+    async def append(
+        self, conversation_id: str, rows: list[tuple[Any, ...]], now: datetime
+    ) -> list[tuple[int, datetime]] | None:
+        return await self.write(_append, conversation_id, rows, now)
+
+    async def append_grouped(
+        self, groups: list[tuple[str, list[tuple[Any, ...]]]], now: datetime
+    ) -> list[tuple[int, datetime]]:
+        """Like :meth:`append` for messages of several conversations, in one transaction."""
+        return await self.write(_append_grouped, groups, now)
+
+    async def update_message(self, params: tuple[Any, ...]) -> Message | None:
+        return await self.write(_message, _UPDATE_MESSAGE, _times(params, 5))
+
+    async def get_message(self, message_id: str) -> Message | None:
+        return await self.read(_message, _GET_MESSAGE, (message_id,))
+
+    async def find_by_request_id(self, conversation_id: str, request_id: str) -> Message | None:
+        return await self.read(_message, _BY_REQUEST_ID, (conversation_id, request_id))
+
+    async def last_message(self, conversation_id: str) -> Message | None:
+        return await self.read(_message, _NEWEST, (conversation_id, 1))
+
+    async def list_messages(
+        self, conversation_id: str, limit: int, before: int | None, since: datetime | None
+    ) -> list[Message]:
+        if since is not None:
+            bound = before if before is not None else _NO_SEQ
+            params = (conversation_id, sql_time(since), bound, limit)
+            return await self.read(_messages, _SINCE, params)
+        if before is not None:
+            return await self.read(_messages, _NEWEST_BEFORE, (conversation_id, before, limit))
+        return await self.read(_messages, _NEWEST, (conversation_id, limit))
+
+    async def search_messages(self, user_id: str, pattern: str, limit: int) -> list[Message]:
+        return await self.read(_messages, _SEARCH, (user_id, pattern, limit))
+
+    async def streaming_replies(self, created_before: datetime) -> list[str]:
+        return await self.read(_column, _STREAMING_BEFORE, (sql_time(created_before),))
+
+    async def mark_interrupted(self, message_ids: Collection[str] | None, now: datetime) -> int:
+        if message_ids is None:
+            return await self.write(_count, _MARK_ALL, (sql_time(now),))
+        ids = orjson.dumps(sorted(set(message_ids))).decode()
+        return await self.write(_count, _MARK_THESE, (sql_time(now), ids))
+
+    # -- users ---------------------------------------------------------------------
+
+    async def insert_user(self, row: tuple[Any, ...]) -> None:
+        await self.write(_execute, _INSERT_USER, _times(row, 4))
+
+    async def get_user(self, user_id: str) -> User | None:
+        return await self.read(_user, _GET_USER, (user_id,))
+
+    async def get_user_by_name(self, name: str) -> User | None:
+        return await self.read(_user, _GET_USER_BY_NAME, (name,))
+
+    async def list_users(self) -> list[User]:
+        return await self.read(_users, _LIST_USERS, ())
+
+    async def add_key(self, row: tuple[Any, ...]) -> bool:
+        return await self.write(_add_key, _times(row, 3, 4))
+
+    async def user_for_key(self, key_hash: str, kind: str, now: datetime) -> User | None:
+        return await self.read(_user, _USER_FOR_KEY, (key_hash, kind, sql_time(now)))
+
+    async def revoke_key(self, key_hash: str) -> None:
+        await self.write(_execute, _REVOKE_KEY, (key_hash,))
+
+    async def delete_user(self, user_id: str) -> None:
+        await self.write(_run_all, _DELETE_USER, (user_id,))
+
+
+# -- what runs in the threads ---------------------------------------------------------
+# Each function takes the thread's connection first.
+
+_NO_SEQ = 2**62  # a "before" bound above every seq
+
+
+def _times(row: tuple[Any, ...], *positions: int) -> tuple[Any, ...]:
+    """``row`` with the datetimes at ``positions`` in SQLite's text form."""
+    values = list(row)
+    for n in positions:
+        if values[n] is not None:
+            values[n] = sql_time(values[n])
+    return tuple(values)
+
+
+def _in_transaction(connection: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T:
+    # IMMEDIATE takes the write lock at once, so reads inside see what they change.
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(connection, *args)
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+    return result
+
+
+def _execute(connection: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> None:
+    connection.execute(sql, params)
+
+
+def _run_all(connection: sqlite3.Connection, statements: tuple[str, ...], params: Any) -> None:
+    for sql in statements:
+        connection.execute(sql, params)
+
+
+def _count(connection: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> int:
+    return connection.execute(sql, params).rowcount
+
+
+def _column(connection: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> list[Any]:
+    return [row[0] for row in connection.execute(sql, params)]
+
+
+def _conversation(
+    connection: sqlite3.Connection, sql: str, params: tuple[Any, ...]
+) -> Conversation | None:
+    row = connection.execute(sql, params).fetchone()
+    return conversation_from_row(row, read_time) if row else None
+
+
+def _conversations(
+    connection: sqlite3.Connection, sql: str, params: tuple[Any, ...]
+) -> list[Conversation]:
+    return [conversation_from_row(r, read_time) for r in connection.execute(sql, params)]
+
+
+def _message(connection: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> Message | None:
+    row = connection.execute(sql, params).fetchone()
+    return message_from_row(row, read_time) if row else None
+
+
+def _messages(connection: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> list[Message]:
+    return [message_from_row(r, read_time) for r in connection.execute(sql, params)]
+
+
+def _user(connection: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> User | None:
+    row = connection.execute(sql, params).fetchone()
+    return user_from_row(row, read_time) if row else None
+
+
+def _users(connection: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> list[User]:
+    return [user_from_row(r, read_time) for r in connection.execute(sql, params)]
+
+
+def _update_conversation(
+    connection: sqlite3.Connection, conversation_id: str, fields: dict[str, Any], now: datetime
+) -> Conversation | None:
+    """The changed conversation, or ``None`` if it is missing."""
+    found = connection.execute(_CONVERSATION_TIME, (conversation_id,)).fetchone()
+    if found is None:
+        return None
+    updated = later_than(now, read_time(found[0]))
+    names = sorted(fields)
+    assignments = "".join(f"{name} = ?, " for name in names)
+    row = connection.execute(
+        f"UPDATE conversations SET {assignments}updated_at = ? WHERE id = ? "
+        f"RETURNING {_CONVERSATION}",
+        (*(fields[n] for n in names), sql_time(updated), conversation_id),
+    ).fetchone()
+    return conversation_from_row(row, read_time)
+
+
+def _append(
+    connection: sqlite3.Connection, conversation_id: str, rows: list[tuple[Any, ...]], now: datetime
+) -> list[tuple[int, datetime]] | None:
+    """Insert ``rows`` (``MESSAGE_COLUMNS`` without seq and times) with the next seqs."""
+    bumped = connection.execute(_BUMP_SEQ, (len(rows), conversation_id)).fetchone()
+    if bumped is None:
+        return None
+    last_seq, previous = bumped[0], read_time(bumped[1])
+    stored: list[tuple[int, datetime]] = []
+    seq = last_seq - len(rows)
+    for row in rows:
+        seq += 1
+        previous = later_than(now, previous)
+        text = sql_time(previous)
+        connection.execute(_INSERT_MESSAGE, (*row[:2], seq, *row[2:], text, text))
+        stored.append((seq, previous))
+    connection.execute(_SET_UPDATED_AT, (sql_time(previous), conversation_id))
+    return stored
+
+
+def _append_grouped(
+    connection: sqlite3.Connection, groups: list[tuple[str, list[tuple[Any, ...]]]], now: datetime
+) -> list[tuple[int, datetime]]:
+    stored: list[tuple[int, datetime]] = []
+    for conversation_id, rows in groups:
+        appended = _append(connection, conversation_id, rows, now)
+        if appended is None:
+            raise NotFound(f"conversation {conversation_id} not found")
+        stored.extend(appended)
+    return stored
+
+
+def _add_key(connection: sqlite3.Connection, row: tuple[Any, ...]) -> bool:
+    if connection.execute(_USER_EXISTS, (row[2],)).fetchone() is None:
+        return False
+    connection.execute(_INSERT_CREDENTIAL, row)
+    return True
+
+
+# -- the SQL ---------------------------------------------------------------------------
+
+_INSERT_CONVERSATION = (
+    "INSERT INTO conversations (id, user_id, title, persona, variables, model, summary, "
+    "summary_seq, last_seq, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_GET_CONVERSATION = f"SELECT {_CONVERSATION} FROM conversations WHERE id = ?"
+_CONVERSATION_TIME = "SELECT updated_at FROM conversations WHERE id = ?"
+_LIST_CONVERSATIONS = (
+    f"SELECT {_CONVERSATION} FROM conversations WHERE user_id = ? "
+    "ORDER BY updated_at DESC, id DESC LIMIT ?"
+)
+_LIST_CONVERSATIONS_AFTER = (
+    f"SELECT {_CONVERSATION} FROM conversations WHERE user_id = ? AND (updated_at, id) < (?, ?) "
+    "ORDER BY updated_at DESC, id DESC LIMIT ?"
+)
+_DELETE_CONVERSATION = (
+    "DELETE FROM messages WHERE conversation_id = ?",
+    "DELETE FROM conversations WHERE id = ?",
+)
+_CLEAR_CONVERSATION = (
+    "UPDATE conversations SET summary = '', summary_seq = 0 WHERE id = ?",
+    "DELETE FROM messages WHERE conversation_id = ?",
+)
+
+_BUMP_SEQ = (
+    "UPDATE conversations SET last_seq = last_seq + ? WHERE id = ? RETURNING last_seq, updated_at"
+)
+_SET_UPDATED_AT = "UPDATE conversations SET updated_at = ? WHERE id = ?"
+_INSERT_MESSAGE = (
+    f"INSERT INTO messages ({_MESSAGE}, updated_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# NULL keeps a column as it is (no field of update_message can be set to NULL).
+_UPDATE_MESSAGE = (
+    "UPDATE messages SET content = coalesce(?, content), status = coalesce(?, status), "
+    "usage = coalesce(?, usage), tool_calls = coalesce(?, tool_calls), "
+    "metadata = coalesce(?, metadata), updated_at = ? "
+    f"WHERE id = ? RETURNING {_MESSAGE}"
+)
+_GET_MESSAGE = f"SELECT {_MESSAGE} FROM messages WHERE id = ?"
+_BY_REQUEST_ID = (
+    f"SELECT {_MESSAGE} FROM messages WHERE conversation_id = ? AND request_id = ? "
+    "ORDER BY seq LIMIT 1"
+)
+# The newest first; the caller turns the page around.
+_NEWEST = f"SELECT {_MESSAGE} FROM messages WHERE conversation_id = ? ORDER BY seq DESC LIMIT ?"
+_NEWEST_BEFORE = (
+    f"SELECT {_MESSAGE} FROM messages WHERE conversation_id = ? AND seq < ? "
+    "ORDER BY seq DESC LIMIT ?"
+)
+_SINCE = (
+    f"SELECT {_MESSAGE} FROM messages WHERE conversation_id = ? AND created_at >= ? "
+    "AND seq < ? ORDER BY seq LIMIT ?"
+)
+# Case is folded by LIKE itself (ASCII only in SQLite), as the contract asks.
+_SEARCH = (
+    f"SELECT {_MESSAGE} FROM messages WHERE conversation_id IN "
+    "(SELECT id FROM conversations WHERE user_id = ?) AND content LIKE ? ESCAPE '\\' "
+    "ORDER BY created_at DESC, seq DESC, id DESC LIMIT ?"
+)
+_STREAMING_BEFORE = "SELECT id FROM messages WHERE status = 'streaming' AND created_at < ?"
+_MARK_ALL = "UPDATE messages SET status = 'incomplete', updated_at = ? WHERE status = 'streaming'"
+_MARK_THESE = (
+    "UPDATE messages SET status = 'incomplete', updated_at = ? WHERE status = 'streaming' "
+    "AND id IN (SELECT value FROM json_each(?))"
+)
+
+_INSERT_USER = (
+    "INSERT INTO users (id, name, is_admin, password_hash, created_at) VALUES (?, ?, ?, ?, ?)"
+)
+_GET_USER = f"SELECT {_USER} FROM users WHERE id = ?"
+_GET_USER_BY_NAME = f"SELECT {_USER} FROM users WHERE name = ?"
+_LIST_USERS = f"SELECT {_USER} FROM users ORDER BY created_at, name"
+_USER_EXISTS = "SELECT 1 FROM users WHERE id = ?"
+_INSERT_CREDENTIAL = (
+    "INSERT INTO credentials (key_hash, kind, user_id, created_at, expires_at, revoked) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+_USER_FOR_KEY = (
+    f"SELECT {_USER_OF_KEY} FROM credentials JOIN users ON users.id = credentials.user_id "
+    "WHERE credentials.key_hash = ? AND credentials.kind = ? AND credentials.revoked = 0 "
+    "AND (credentials.expires_at IS NULL OR credentials.expires_at > ?)"
+)
+_REVOKE_KEY = "UPDATE credentials SET revoked = 1 WHERE key_hash = ?"
+_DELETE_USER = (
+    "DELETE FROM messages WHERE conversation_id IN "
+    "(SELECT id FROM conversations WHERE user_id = ?1)",
+    "DELETE FROM conversations WHERE user_id = ?1",
+    "DELETE FROM credentials WHERE user_id = ?1",
+    "DELETE FROM users WHERE id = ?1",
+)

@@ -1,7 +1,8 @@
 """Streaming one model answer into a run: deadlines, output filter, checkpoints, tools.
 
-The first-token deadline and the stall bound are one asyncio timer moved on
-each chunk, so no per-token task or timer is created. Text passes the output
+The first-token deadline and the stall bound are one asyncio timer, moved at
+most once every :data:`STALL_SLACK` seconds rather than on each chunk, so no
+per-token task or timer is created. Text passes the output
 :class:`~daehwa.guard.StreamFilter` before it becomes a ``delta`` event, so the
 stored reply is exactly what the client saw.
 """
@@ -30,6 +31,11 @@ log = logging.getLogger(__name__)
 
 # Seconds between writes of a growing reply to the store while it streams.
 CHECKPOINT_INTERVAL = 2.0
+# Seconds between moves of the stall deadline. Moving the timer costs a heap
+# operation, so it moves at most this often and sits this much later than
+# ``stall_timeout`` after the latest chunk: a stall is detected after
+# ``stall_timeout`` to ``stall_timeout + STALL_SLACK`` seconds.
+STALL_SLACK = 1.0
 
 
 class ModelSource(Protocol):
@@ -148,16 +154,24 @@ class ReplyStreamer:
         started = loop.time()
         next_checkpoint = started + CHECKPOINT_INTERVAL
         calls: list[ToolCall] = []
-        bound = resilience.stall_timeout if outcome.answered else first_token_timeout
+        stall = resilience.stall_timeout + STALL_SLACK
+        bound = stall if outcome.answered else first_token_timeout
+        # When the deadline was last moved; it then stood at moved + stall.
+        moved = started
         chunks = model.stream(messages, params)
         try:
             async with asyncio.timeout_at(started + bound) as deadline:
                 async for chunk in chunks:
-                    if not outcome.answered and (chunk.text or chunk.reasoning or chunk.tool_calls):
-                        outcome.answered = True
-                        self.stats.first_token(loop.time() - started)
-                    if outcome.answered:
-                        deadline.reschedule(loop.time() + resilience.stall_timeout)
+                    now = loop.time()
+                    if not outcome.answered:
+                        if chunk.text or chunk.reasoning or chunk.tool_calls:
+                            outcome.answered = True
+                            self.stats.first_token(now - started)
+                            moved = now
+                            deadline.reschedule(now + stall)
+                    elif now - moved >= STALL_SLACK:
+                        moved = now
+                        deadline.reschedule(now + stall)
                     await self._relay(run, chunk, outcome)
                     if chunk.tool_calls:
                         calls.extend(chunk.tool_calls)
@@ -165,8 +179,8 @@ class ReplyStreamer:
                         outcome.finish = chunk.finish_reason
                     if chunk.usage is not None:
                         outcome.add_usage(chunk.usage)
-                    if checkpoint_id and outcome.text.started and loop.time() >= next_checkpoint:
-                        next_checkpoint = loop.time() + CHECKPOINT_INTERVAL
+                    if checkpoint_id and outcome.text.started and now >= next_checkpoint:
+                        next_checkpoint = now + CHECKPOINT_INTERVAL
                         await self.store.update_message(checkpoint_id, content=outcome.text.value)
         except TimeoutError:
             if not outcome.answered:

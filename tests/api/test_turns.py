@@ -242,3 +242,26 @@ async def test_fifty_concurrent_sends_on_one_conversation_keep_order(
         assert answer["status"] == "complete"
         assert answer["content"] == f"turns={n} {question['content']}"
     assert len({m["content"] for m in stored[0::2]}) == 50
+
+
+async def test_a_streamed_turn_reads_the_conversation_once(make_server: ServerFactory) -> None:
+    server = await make_server()
+    me, other = await server.user("minji"), await server.user("jisu")
+    cid = await new_conversation(server, me)
+    store = server.app_parts.store
+    reads: list[str] = []
+    read = store.get_conversation
+
+    async def counted(conversation_id: str) -> Any:
+        reads.append(conversation_id)
+        return await read(conversation_id)
+
+    store.get_conversation = counted  # type: ignore[method-assign]
+    path = f"/v1/conversations/{cid}/messages"
+    reply = await server.stream("POST", path, me, json={"content": "안녕"})
+    assert reply.text == "답: 안녕"
+    assert reads == [cid]
+    # Still checked: someone else's conversation answers 404 and stores nothing.
+    status, data = await server.call("POST", path, other, json={"content": "몰래"})
+    assert (status, data["error"]["code"]) == (404, "not_found")
+    assert len(await history(server, me, cid)) == 2

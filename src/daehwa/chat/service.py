@@ -2,8 +2,9 @@
 
 ``ChatService`` is the one orchestrator: transports call it, and it alone
 calls the store, the context builder, the content filter and the models.
-A turn: check the owner → screen the input → store the user message → start a
-run that builds the context, streams the (filtered) answer and stores the reply
+A turn: take a reply slot (or refuse with 503 busy before anything is stored)
+→ check the owner → screen the input → store the user message → start a run
+that builds the context, streams the (filtered) answer and stores the reply
 with its final status, whatever happens.
 """
 
@@ -14,16 +15,17 @@ import contextlib
 import logging
 import weakref
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from daehwa.chat.admission import ReplySlot, ReplySlots
 from daehwa.chat.generate import ModelSource, ReplyStreamer
 from daehwa.chat.personas import RenderedPersona, render_persona
 from daehwa.chat.reply import Outcome, model_order, stored_events
 from daehwa.chat.runs import Run, RunRegistry
 from daehwa.chat.stats import TurnStats
 from daehwa.chat.tools import ToolRegistry
-from daehwa.config import Settings
+from daehwa.config import ModelSettings, Settings
 from daehwa.context.builder import BuiltContext, ContextBuilder
 from daehwa.errors import ContentBlocked, InvalidInput, NotFound
 from daehwa.events import Envelope, Error, Meta, Step
@@ -40,6 +42,8 @@ log = logging.getLogger(__name__)
 HISTORY_LIMIT = 400
 # How long a stop request waits for a reply running on another instance to end.
 STOP_WAIT_SECONDS = 10.0
+# Replies the context leaves out, so their token counts are never needed.
+UNCOUNTED = frozenset({MessageStatus.FAILED, MessageStatus.BLOCKED, MessageStatus.STREAMING})
 
 
 @dataclass(slots=True, frozen=True)
@@ -74,6 +78,9 @@ class ChatService:
         self.tools = tools
         self.stats = TurnStats()
         self.streamer = ReplyStreamer(settings, store, models, self.stats, guard, tools)
+        self.admission = ReplySlots(
+            settings.chat.max_running_replies, queue_timeout=settings.chat.reply_queue_timeout
+        )
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._upkeep: set[asyncio.Task[None]] = set()
 
@@ -126,16 +133,16 @@ class ChatService:
             )
         )
         if rendered is not None and rendered.first_message:
-            await self.store.append_message(
-                Message(
-                    Role.ASSISTANT,
-                    rendered.first_message,
-                    id=new_id(),
-                    conversation_id=conversation.id,
-                    model=self.model_name(conversation),
-                    metadata={"first_message": True},
-                )
+            first = Message(
+                Role.ASSISTANT,
+                rendered.first_message,
+                id=new_id(),
+                conversation_id=conversation.id,
+                model=self.model_name(conversation),
+                metadata={"first_message": True},
             )
+            await self.context.count_before_storing(first, self._model_settings(conversation))
+            await self.store.append_message(first)
         return conversation
 
     async def list_conversations(
@@ -199,6 +206,9 @@ class ChatService:
     def model_name(self, conversation: Conversation) -> str:
         return conversation.model or self.settings.chat.default_model
 
+    def _model_settings(self, conversation: Conversation) -> ModelSettings:
+        return self.settings.models[self.model_name(conversation)]
+
     def check_content(self, content: object) -> str:
         """Validate a user message's content; returns it unchanged."""
         if not isinstance(content, str):
@@ -217,13 +227,26 @@ class ChatService:
     ) -> TurnStart:
         """Store the user's message and start the reply's run.
 
-        A ``request_id`` already used in this conversation returns the turn it
-        started, without a second message or model call. A message the content
-        filter blocks is stored with status ``blocked`` and raises ContentBlocked.
+        Beyond ``[chat] max_running_replies`` it raises
+        :class:`~daehwa.chat.admission.RepliesBusy` (503 ``busy``) before
+        reading or storing anything. A ``request_id`` already used in this
+        conversation returns the turn it started, without a second message or
+        model call. A message the content filter blocks is stored with status
+        ``blocked`` and raises ContentBlocked.
         """
         text = self.check_content(content)
         if request_id is not None and (not request_id or len(request_id) > 200):
             raise InvalidInput("request_id must be 1 to 200 characters", field="request_id")
+        slot = await self.admission.acquire()
+        try:
+            return await self._send(user, conversation_id, text, request_id, slot)
+        finally:
+            # A no-op once the reply's run holds the slot: otherwise no reply runs.
+            slot.release()
+
+    async def _send(
+        self, user: User, conversation_id: str, text: str, request_id: str | None, slot: ReplySlot
+    ) -> TurnStart:
         conversation = await self.conversation(user, conversation_id)
         lock = self._locks.get(conversation_id)
         if lock is None:
@@ -255,23 +278,24 @@ class ChatService:
                     )
                     raise error
                 text = verdict.text
-            return await self._start_turn(conversation, text, request_id)
+            return await self._start_turn(conversation, text, request_id, slot)
 
     async def _start_turn(
-        self, conversation: Conversation, text: str, request_id: str | None
+        self, conversation: Conversation, text: str, request_id: str | None, slot: ReplySlot
     ) -> TurnStart:
         model_name = self.model_name(conversation)
         reply_id = new_id()
-        user_message = await self.store.append_message(
-            Message(
-                Role.USER,
-                text,
-                id=new_id(),
-                conversation_id=conversation.id,
-                request_id=request_id,
-                metadata={"reply_id": reply_id},
-            )
+        asked = Message(
+            Role.USER,
+            text,
+            id=new_id(),
+            conversation_id=conversation.id,
+            request_id=request_id,
+            metadata={"reply_id": reply_id},
         )
+        # Counted now, so that no write after the turn is needed to keep the count.
+        await self.context.count_before_storing(asked, self.settings.models[model_name])
+        user_message = await self.store.append_message(asked)
         reply = await self.store.append_message(
             Message(
                 Role.ASSISTANT,
@@ -288,7 +312,8 @@ class ChatService:
         async def body(run: Run) -> None:
             await self._answer(run, conversation, user_message, reply, model_name)
 
-        await self.runs.start(reply.id, conversation.id, body)
+        run = await self.runs.start(reply.id, conversation.id, body)
+        slot.hold_until_done(run.task)
         return TurnStart(conversation.id, user_message, reply.id)
 
     async def stop(self, user: User, conversation_id: str, message_id: str) -> Message:
@@ -378,6 +403,11 @@ class ChatService:
     ) -> None:
         outcome = Outcome()
         built: BuiltContext | None = None
+
+        def counter_of(built: BuiltContext | None) -> ModelSettings | None:
+            # Once the context is built, the model's tokenizer is loaded: count the reply too.
+            return self.settings.models[model_name] if built is not None else None
+
         try:
             await run.emit(
                 Meta(
@@ -402,14 +432,14 @@ class ChatService:
             )
         except asyncio.CancelledError:
             outcome.cancelled(run.stop_requested)
-            await asyncio.shield(self._finish(run, reply, outcome))
+            await asyncio.shield(self._finish(run, reply, outcome, counter_of(built)))
             if not run.stop_requested:
                 raise
             return
         except Exception as exc:
             outcome.fail(exc, reply.id)
-        await asyncio.shield(self._finish(run, reply, outcome))
-        if built is not None:
+        await asyncio.shield(self._finish(run, reply, outcome, counter_of(built)))
+        if built is not None and built.needs_upkeep:
             self._schedule_upkeep(conversation, built)
 
     def _schedule_upkeep(self, conversation: Conversation, built: BuiltContext) -> None:
@@ -431,11 +461,26 @@ class ChatService:
         """Start a stateless completion of ``messages`` (nothing is stored); returns its run id.
 
         The run's events are those of a turn: meta, step, delta..., done or error.
+        Beyond ``[chat] max_running_replies`` it raises
+        :class:`~daehwa.chat.admission.RepliesBusy`, like :meth:`send`.
         """
         if model_name not in self.settings.models:
             raise NotFound(f"model {model_name!r} does not exist")
         if not messages:
             raise InvalidInput("messages must not be empty", field="messages")
+        slot = await self.admission.acquire()
+        try:
+            return await self._complete(messages, model_name, max_new_tokens, slot)
+        finally:
+            slot.release()
+
+    async def _complete(
+        self,
+        messages: Sequence[Message],
+        model_name: str,
+        max_new_tokens: int | None,
+        slot: ReplySlot,
+    ) -> str:
         for message in messages:
             if message.role is Role.USER:
                 self.check_content(message.content)
@@ -464,25 +509,44 @@ class ChatService:
                 outcome.fail(exc, run.id)
             await self._emit_final(run, run.id, model_name, outcome)
 
-        await self.runs.start(run_id, f"completion-{run_id}", body)
+        run = await self.runs.start(run_id, f"completion-{run_id}", body)
+        slot.hold_until_done(run.task)
         return run_id
 
-    async def _finish(self, run: Run, reply: Message, outcome: Outcome) -> None:
-        """Store the reply with its final status, then send the terminal event."""
+    async def _finish(
+        self, run: Run, reply: Message, outcome: Outcome, count_with: ModelSettings | None
+    ) -> None:
+        """Store the reply with its final status, then send the terminal event.
+
+        With ``count_with``, the reply's token count under that model goes into
+        the same write, for the next turn's context.
+        """
         await self.streamer.release_held_text(run, outcome)
         metadata: dict[str, Any] = dict(reply.metadata)
         if outcome.finish:
             metadata["finish_reason"] = outcome.finish
         if outcome.failure is not None:
             metadata["error"] = outcome.failure.message
+        final = replace(
+            reply,
+            content=outcome.text.value,
+            status=outcome.status,
+            tool_calls=outcome.tool_calls or None,
+            metadata=metadata,
+        )
+        if count_with is not None and final.status not in UNCOUNTED:
+            try:
+                await self.context.count_before_storing(final, count_with)
+            except Exception:
+                log.warning("could not count the tokens of reply %s", reply.id, exc_info=True)
         try:
             await self.store.update_message(
                 reply.id,
-                content=outcome.text.value,
-                status=outcome.status,
+                content=final.content,
+                status=final.status,
                 usage=outcome.usage,
-                tool_calls=outcome.tool_calls or None,
-                metadata=metadata,
+                tool_calls=final.tool_calls,
+                metadata=final.metadata,
             )
         except NotFound:
             log.info("reply %s was deleted while it streamed", reply.id)

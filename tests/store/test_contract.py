@@ -188,6 +188,111 @@ async def test_append_assigns_seq_and_times(store: Store) -> None:
     assert (await say(store, conversation.id, "다음")).seq == 6
 
 
+async def test_append_messages_stores_a_turn_in_one_go(store: Store) -> None:
+    conversation = await new_conversation(store, "u1")
+    first = await say(store, conversation.id, "처음")
+    question = Message(Role.USER, "부산 날씨는?", conversation_id=conversation.id, request_id="r1")
+    reply = Message(
+        Role.ASSISTANT,
+        "",
+        conversation_id=conversation.id,
+        status=MessageStatus.STREAMING,
+        model="m",
+        metadata={"tokens": 3},
+    )
+    stored = await store.append_messages([question, reply])
+    assert [m.seq for m in stored] == [2, 3]
+    assert [m.content for m in stored] == ["부산 날씨는?", ""]
+    assert (stored[0].request_id, stored[1].status, stored[1].model) == (
+        "r1",
+        MessageStatus.STREAMING,
+        "m",
+    )
+    assert stored[1].metadata == {"tokens": 3}
+    assert all(m.id for m in stored) and stored[0].id != stored[1].id
+    assert first.created_at < stored[0].created_at < stored[1].created_at
+    for message in stored:
+        assert await store.get_message(message.id) == message
+    assert (await store.list_messages(conversation.id)).items == [first, *stored]
+    assert await store.find_by_request_id(conversation.id, "r1") == stored[0]
+    again = await store.get_conversation(conversation.id)
+    assert again is not None
+    assert again.updated_at >= stored[1].created_at
+    assert await store.append_messages([]) == []
+    assert (await say(store, conversation.id, "다음")).seq == 4
+
+
+async def test_append_messages_across_conversations(store: Store) -> None:
+    one = await new_conversation(store, "u1")
+    two = await new_conversation(store, "u1")
+    await say(store, two.id, "먼저")
+    stored = await store.append_messages(
+        [
+            Message(Role.USER, "가", conversation_id=one.id),
+            Message(Role.USER, "나", conversation_id=two.id),
+            Message(Role.ASSISTANT, "다", conversation_id=one.id),
+        ]
+    )
+    assert [(m.conversation_id, m.seq, m.content) for m in stored] == [
+        (one.id, 1, "가"),
+        (two.id, 2, "나"),
+        (one.id, 2, "다"),
+    ]
+    assert [m.content for m in (await store.list_messages(one.id)).items] == ["가", "다"]
+    assert [m.content for m in (await store.list_messages(two.id)).items] == ["먼저", "나"]
+
+
+async def test_append_messages_stores_all_or_nothing(store: Store) -> None:
+    conversation = await new_conversation(store, "u1")
+    other = await new_conversation(store, "u1")
+    existing = await say(store, conversation.id, "있던 메시지")
+    before_one = await inventory(store)
+
+    def fresh(conversation_id: str, text: str, **fields: object) -> Message:
+        return Message(Role.USER, text, conversation_id=conversation_id, **fields)  # type: ignore[arg-type]
+
+    with pytest.raises(Conflict):
+        await store.append_messages(
+            [fresh(conversation.id, "새 메시지"), fresh(conversation.id, "중복", id=existing.id)]
+        )
+    twice = new_id()
+    with pytest.raises(Conflict):
+        await store.append_messages(
+            [fresh(conversation.id, "하나", id=twice), fresh(conversation.id, "둘", id=twice)]
+        )
+    with pytest.raises(NotFound):
+        await store.append_messages([fresh(other.id, "남의 대화"), fresh(new_id(), "없는 대화")])
+    assert await inventory(store) == before_one
+    assert [m.seq for m in (await store.list_messages(conversation.id)).items] == [1]
+    assert (await store.list_messages(other.id)).items == []
+    # Refused batches used up no seq.
+    assert [m.seq for m in await store.append_messages([fresh(conversation.id, "다음")])] == [2]
+
+
+async def test_concurrent_batches_keep_their_seqs_together(store: Store) -> None:
+    conversation = await new_conversation(store, "u1")
+
+    async def turn(n: int) -> list[Message]:
+        return await store.append_messages(
+            [
+                Message(Role.USER, f"질문 {n}", conversation_id=conversation.id),
+                Message(Role.ASSISTANT, f"답 {n}", conversation_id=conversation.id),
+            ]
+        )
+
+    turns = await asyncio.gather(
+        *(turn(n) for n in range(20)), say(store, conversation.id, "끼어들기")
+    )
+    batches = turns[:-1]
+    assert all(isinstance(b, list) and b[1].seq == b[0].seq + 1 for b in batches)
+    page = await store.list_messages(conversation.id, limit=100)
+    assert [m.seq for m in page.items] == list(range(1, 42))
+    by_seq = {m.seq: m.content for m in page.items}
+    for batch in batches:
+        assert isinstance(batch, list)
+        assert by_seq[batch[0].seq].replace("질문", "답") == by_seq[batch[1].seq]
+
+
 async def test_list_messages_pages_newest_first(store: Store) -> None:
     conversation = await new_conversation(store, "u1")
     for i in range(1, 8):

@@ -62,6 +62,15 @@ class HistoryStore(Protocol):
         """
         ...
 
+    async def append_messages(self, messages: Sequence[Message]) -> list[Message]:
+        """Store several new messages in one transaction, as stored, in the given order.
+
+        The same as ``append_message`` for each in turn (consecutive ``seq`` in
+        a conversation), except that either all are stored or, on an error,
+        none is.
+        """
+        ...
+
     async def update_message(
         self,
         message_id: str,

@@ -118,20 +118,19 @@ class CachedStore:
         except BaseException:
             self._forget(message.conversation_id)
             raise
-        self._stale(stored.conversation_id)
-        tail = self._tails.get(stored.conversation_id)
-        if tail is None:
-            return stored
-        last = tail.messages[-1].seq if tail.messages else None
-        if (last is not None and stored.seq == last + 1) or (
-            last is None and tail.complete and stored.seq == 1
-        ):
-            tail.messages.append(_copy(stored))
-            if len(tail.messages) > self.max_messages:
-                del tail.messages[: len(tail.messages) - self.max_messages]
-                tail.complete = False
-        else:
-            self._tails.pop(stored.conversation_id, None)
+        self._extend(stored)
+        return stored
+
+    async def append_messages(self, messages: Sequence[Message]) -> list[Message]:
+        """Append through the inner store, then extend or drop each cached tail."""
+        try:
+            stored = await self.inner.append_messages(messages)
+        except BaseException:
+            for message in messages:
+                self._forget(message.conversation_id)
+            raise
+        for message in stored:
+            self._extend(message)
         return stored
 
     async def update_message(
@@ -280,6 +279,23 @@ class CachedStore:
         page = candidates[-limit:]
         more = bool(page) and (len(candidates) > limit or not tail.complete)
         return Page([_copy(m) for m in page], str(page[0].seq) if more else None)
+
+    def _extend(self, stored: Message) -> None:
+        """Add a just-appended message to its cached tail, or drop the tail if not next."""
+        self._stale(stored.conversation_id)
+        tail = self._tails.get(stored.conversation_id)
+        if tail is None:
+            return
+        last = tail.messages[-1].seq if tail.messages else None
+        if (last is not None and stored.seq == last + 1) or (
+            last is None and tail.complete and stored.seq == 1
+        ):
+            tail.messages.append(_copy(stored))
+            if len(tail.messages) > self.max_messages:
+                del tail.messages[: len(tail.messages) - self.max_messages]
+                tail.complete = False
+        else:
+            self._tails.pop(stored.conversation_id, None)
 
     def _store(self, conversation_id: str, tail: _Tail) -> None:
         self._tails[conversation_id] = tail

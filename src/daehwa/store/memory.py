@@ -135,6 +135,9 @@ class MemoryStore:
 
     async def append_message(self, message: Message) -> Message:
         """Store a new message with the next ``seq``."""
+        return self._append(message)
+
+    def _append(self, message: Message) -> Message:
         thread = self._thread(message.conversation_id)
         stored = copy.deepcopy(message)
         stored.id = stored.id or new_id()
@@ -147,6 +150,17 @@ class MemoryStore:
         thread.messages.append(stored)
         self._messages[stored.id] = stored
         return copy.deepcopy(stored)
+
+    async def append_messages(self, messages: Sequence[Message]) -> list[Message]:
+        """Store new messages, all or none, with consecutive ``seq`` in each conversation."""
+        ids: set[str] = set()
+        for message in messages:
+            self._thread(message.conversation_id)
+            if message.id and (message.id in self._messages or message.id in ids):
+                raise Conflict(f"message {message.id} already exists")
+            ids.add(message.id)
+        # Checked first, so none of these appends can fail half way.
+        return [self._append(message) for message in messages]
 
     async def update_message(
         self,

@@ -7,6 +7,9 @@ import random
 from datetime import datetime
 from typing import Any
 
+import pytest
+
+from daehwa.errors import Conflict
 from daehwa.messages import Conversation, Message, MessageStatus, Role, new_id
 from daehwa.store import CachedStore, MemoryStore
 from daehwa.store.base import Page, Store
@@ -42,6 +45,31 @@ async def test_newest_page_is_served_from_memory_and_kept_current() -> None:
     assert await cached.list_messages(cid, limit=2, before=3) == await inner.list_messages(
         cid, limit=2, before=3
     )
+
+
+async def test_a_batch_append_extends_the_cached_tail() -> None:
+    inner = MemoryStore()
+    cached = CachedStore(inner, 4)
+    cid = await conversation(cached)
+    await say(cached, cid, "처음")
+    await cached.list_messages(cid, limit=10)
+    stored = await cached.append_messages(
+        [
+            Message(Role.USER, "질문", conversation_id=cid),
+            Message(Role.ASSISTANT, "", conversation_id=cid, status=MessageStatus.STREAMING),
+        ]
+    )
+    hits = cached.hits
+    page = await cached.list_messages(cid, limit=10)
+    assert cached.hits == hits + 1
+    assert page.items[-2:] == stored
+    assert page == await inner.list_messages(cid, limit=10)
+    # A refused batch leaves the cache as the store is.
+    with pytest.raises(Conflict):
+        await cached.append_messages(
+            [Message(Role.USER, "x", conversation_id=cid, id=stored[0].id)]
+        )
+    assert await cached.list_messages(cid, limit=10) == await inner.list_messages(cid, limit=10)
 
 
 async def test_a_partial_tail_answers_only_what_it_holds() -> None:

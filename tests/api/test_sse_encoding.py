@@ -1,9 +1,13 @@
-"""The SSE encoder at the byte level: no delta can break a frame."""
+"""The SSE encoder at the byte level: no delta can break a frame; pings never split one."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
 
 import orjson
 import pytest
 
-from daehwa.api.sse import encode_event
+from daehwa.api.sse import KEEPALIVE, EventStreamResponse, encode_event
 from daehwa.events import Delta, Done, Envelope
 from daehwa.llm.sse import SSEDecoder
 
@@ -43,3 +47,59 @@ def test_frames_survive_every_split_point() -> None:
         texts = [orjson.loads(e.data).get("text") for e in events if e.event == "delta"]
         assert texts == TRICKY
         assert events[-1].event == "done"
+
+
+class Socket:
+    """An ASGI ``send`` that records what it wrote; ``hold`` keeps pings waiting on the socket."""
+
+    def __init__(self) -> None:
+        self.log: list[str] = []
+        self.hold = asyncio.Event()
+        self.hold.set()
+        self.changed = asyncio.Condition()
+
+    async def send(self, message: Any) -> None:
+        body = message.get("body", b"")
+        if body == KEEPALIVE:
+            await self.note("ping")
+            await self.hold.wait()
+            await self.note("ping sent")
+        elif body:
+            await self.note(body.decode())
+
+    async def note(self, what: str) -> None:
+        async with self.changed:
+            self.log.append(what)
+            self.changed.notify_all()
+
+    async def until(self, what: str) -> None:
+        async with asyncio.timeout(10), self.changed:
+            await self.changed.wait_for(lambda: what in self.log)
+
+
+async def never_disconnects() -> Any:
+    await asyncio.Event().wait()
+
+
+async def gated(gate: asyncio.Event) -> AsyncIterator[Envelope]:
+    await gate.wait()
+    yield Envelope.of(1, Delta("안녕"))
+    yield Envelope.of(2, Done("m", "complete", "stop", {}))
+
+
+async def test_a_quiet_stream_gets_pings_and_a_frame_never_overlaps_one() -> None:
+    socket, gate = Socket(), asyncio.Event()
+    socket.hold.clear()
+    response = EventStreamResponse(gated(gate), ping_interval=0.001)
+    task = asyncio.create_task(response({"type": "http"}, never_disconnects, socket.send))
+    await socket.until("ping")
+    gate.set()  # the frames are ready while the ping still waits on the socket
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert socket.log == ["ping"]
+    socket.hold.set()
+    await task
+    frames = [entry for entry in socket.log if not entry.startswith("ping")]
+    assert socket.log.index("ping sent") < socket.log.index(frames[0])
+    events = SSEDecoder().feed("".join(frames).encode())
+    assert [(e.id, e.event) for e in events] == [("1", "delta"), ("2", "done")]

@@ -335,12 +335,18 @@ class ChatService:
         stopped = await self.store.get_message(message_id)
         return stopped if stopped is not None else message
 
-    async def replay(self, reply_id: str, *, after: int = 0) -> AsyncIterator[Envelope]:
+    def replay(self, reply_id: str, *, after: int = 0) -> AsyncIterator[Envelope]:
         """A reply's events after ``after``: from its run log while it lives, then live.
 
         Past the log's lifetime the events are rebuilt from the stored message
         (meta, one delta with the whole text, then done or error).
         """
+        if self.runs.get(reply_id) is not None:
+            # Running here, so its log exists: follow it directly, one generator less per event.
+            return self.runs.log.follow(reply_id, after)
+        return self._replay(reply_id, after)
+
+    async def _replay(self, reply_id: str, after: int) -> AsyncIterator[Envelope]:
         try:
             async for envelope in self.runs.log.follow(reply_id, after):
                 yield envelope

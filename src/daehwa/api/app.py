@@ -146,7 +146,8 @@ def create_app(
     app.include_router(account.router)
     app.include_router(tools.router)
     app.include_router(metrics.router)
-    app.include_router(ws.router)
+    # /v1/ws in front of the routing: a routed socket would keep the router's frames alive.
+    app.add_middleware(ws.WebSocketMount)
     app.include_router(openai_compat.router)
     if (WEB_DIR / "index.html").is_file():
         app.mount("/static", PageFiles(directory=WEB_DIR), name="static")

@@ -4,166 +4,342 @@ Client frames: ``auth``, ``chat``, ``resume``, ``stop``, ``ping``. Server frames
 every event as ``{"type", "request_id", "seq", ...data}``, ``pong``, and
 ``error`` frames for requests that could not start. Closing the socket never
 stops a run; a client resumes with ``resume`` after reconnecting.
+
+An idle socket costs one task (uvicorn's, which reads) and a few small objects:
+the endpoint is a pure ASGI middleware rather than a FastAPI route, frames are
+written by a task that exists only while some are waiting, and credentials are
+re-checked by one periodic sweep over every open socket.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+from collections import deque
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from starlette.requests import cookie_parser
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from daehwa.accounts import Accounts
 from daehwa.api.deps import SESSION_COOKIE, AppParts
 from daehwa.errors import AuthError, DaehwaError, InvalidInput
 from daehwa.messages import User
 
 log = logging.getLogger(__name__)
-router = APIRouter()
 
 AUTH_TIMEOUT = 10.0
 # Frames waiting for a slow reader; past this the socket is dropped (its runs go on).
 OUTBOX_LIMIT = 2048
-# How often a quiet socket re-checks that its credential is still valid.
+# How often every open socket's credential is checked again.
 RECHECK_INTERVAL = 30.0
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_TOO_SLOW = 1013
+CLOSE_UNSUPPORTED = 1003
+CLOSE_INTERNAL = 1011
 CLOSE_TIMEOUT = 2.0
 
+Credential = tuple[str, str]  # (secret, kind)
 
-@router.websocket("/v1/ws")
-async def websocket_endpoint(websocket: WebSocket) -> None:
-    app_parts: AppParts = websocket.app.state.parts
-    credential = _handshake_credential(websocket)
-    await websocket.accept()
-    if credential is None:
-        credential = await _auth_frame(websocket)
-        if credential is None:
+
+class WebSocketMount:
+    """Serves ``/v1/ws`` in front of FastAPI's routing: a pure ASGI middleware.
+
+    A routed WebSocket keeps the frames of the router, the route and the inner
+    middleware alive for as long as it is open (a dozen coroutines per socket); here
+    only the three outermost middleware stay beneath it.
+    """
+
+    def __init__(self, app: ASGIApp, path: str = "/v1/ws") -> None:
+        self.app = app
+        self.path = path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket" or _route_path(scope) != self.path:
+            await self.app(scope, receive, send)
             return
-    try:
-        user = await app_parts.accounts.user_for(credential[0], kind=credential[1])
-    except AuthError as exc:
-        await _close(websocket, CLOSE_UNAUTHORIZED, exc.message)
-        return
-    await _Socket(websocket, app_parts, user, credential).serve()
+        app_parts: AppParts = scope["app"].state.parts
+        if (await receive())["type"] != "websocket.connect":
+            return
+        credential = _handshake_credential(scope)
+        await send({"type": "websocket.accept"})
+        if credential is None:
+            credential = await _auth_frame(receive, send)
+            if credential is None:
+                return
+        try:
+            user = await app_parts.accounts.user_for(credential[0], kind=credential[1])
+        except AuthError as exc:
+            await _close(send, CLOSE_UNAUTHORIZED, exc.message)
+            return
+        hub = _hub(scope, app_parts.accounts)
+        await _Socket(hub, receive, send, user, app_parts, credential).serve()
 
 
-def _handshake_credential(websocket: WebSocket) -> tuple[str, str] | None:
-    header = websocket.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
+def _route_path(scope: Scope) -> str:
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
+def _handshake_credential(scope: Scope) -> Credential | None:
+    authorization = cookie = ""
+    for name, value in scope["headers"]:
+        if name == b"authorization" and not authorization:
+            authorization = value.decode("latin-1")
+        elif name == b"cookie" and not cookie:
+            cookie = value.decode("latin-1")
+    scheme, _, token = authorization.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip(), "api"
-    cookie = websocket.cookies.get(SESSION_COOKIE)
-    if cookie:
-        return cookie, "session"
+    session = cookie_parser(cookie).get(SESSION_COOKIE) if cookie else None
+    if session:
+        return session, "session"
     return None
 
 
-async def _auth_frame(websocket: WebSocket) -> tuple[str, str] | None:
+async def _auth_frame(receive: Receive, send: Send) -> Credential | None:
     try:
-        raw = await asyncio.wait_for(websocket.receive_text(), AUTH_TIMEOUT)
-        frame = orjson.loads(raw)
-    except (TimeoutError, orjson.JSONDecodeError, WebSocketDisconnect, KeyError):
-        await _close(websocket, CLOSE_UNAUTHORIZED, "authenticate first: {type: auth, token}")
-        return None
+        message = await asyncio.wait_for(receive(), AUTH_TIMEOUT)
+        frame = orjson.loads(message["text"])
+    except (TimeoutError, orjson.JSONDecodeError, KeyError):
+        frame = None
     token = frame.get("token") if isinstance(frame, dict) else None
     if not isinstance(frame, dict) or frame.get("type") != "auth" or not isinstance(token, str):
-        await _close(websocket, CLOSE_UNAUTHORIZED, "authenticate first: {type: auth, token}")
+        await _close(send, CLOSE_UNAUTHORIZED, "authenticate first: {type: auth, token}")
         return None
     return token, "api"
 
 
-async def _close(websocket: WebSocket, code: int, reason: str) -> None:
-    with contextlib.suppress(RuntimeError, WebSocketDisconnect):
-        await websocket.close(code=code, reason=reason[:120])
+async def _close(send: Send, code: int, reason: str) -> None:
+    # The client may be gone already (OSError), or the socket closed (RuntimeError).
+    with contextlib.suppress(RuntimeError, OSError):
+        await send({"type": "websocket.close", "code": code, "reason": reason[:120]})
 
 
-class _Socket:
-    """One authenticated connection: a reader, a writer, and a follower per request."""
+class _Hub:
+    """The open sockets of one server: the periodic credential sweep, and shared checks."""
 
-    def __init__(
-        self, websocket: WebSocket, parts: AppParts, user: User, credential: tuple[str, str]
-    ) -> None:
-        self.websocket = websocket
-        self.parts = parts
-        self.user = user
-        self.credential = credential
-        self.outbox: asyncio.Queue[bytes] = asyncio.Queue(OUTBOX_LIMIT)
-        self.followers: set[asyncio.Task[None]] = set()
-        self.closing: tuple[int, str] | None = None
+    def __init__(self, accounts: Accounts) -> None:
+        self.accounts = accounts
+        self.sockets: set[_Socket] = set()
+        self.checks: dict[Credential, asyncio.Task[bool]] = {}
+        self.timer: asyncio.TimerHandle | None = None
+        self.sweeping: asyncio.Task[None] | None = None
 
-    async def serve(self) -> None:
-        tasks = [
-            asyncio.create_task(self._read()),
-            asyncio.create_task(self._write()),
-            asyncio.create_task(self._recheck()),
-        ]
+    def add(self, socket: _Socket) -> None:
+        self.sockets.add(socket)
+        self._schedule()
+
+    def discard(self, socket: _Socket) -> None:
+        self.sockets.discard(socket)
+        if not self.sockets and self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _schedule(self) -> None:
+        if self.timer is None and self.sweeping is None and self.sockets:
+            loop = asyncio.get_running_loop()
+            self.timer = loop.call_later(RECHECK_INTERVAL, self._sweep_due)
+
+    def _sweep_due(self) -> None:
+        self.timer = None
+        self.sweeping = asyncio.create_task(self._sweep())
+
+    async def _sweep(self) -> None:
+        """Check each distinct credential once, one after the other, and drop what failed."""
+        groups: dict[Credential, list[_Socket]] = {}
+        for socket in self.sockets:
+            groups.setdefault(socket.credential, []).append(socket)
         try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for credential, sockets in groups.items():
+                try:
+                    valid = await self.valid(credential)
+                except Exception:
+                    # A store that is down for a moment must not close every socket.
+                    log.exception("could not re-check a WebSocket credential")
+                    continue
+                if not valid:
+                    for socket in sockets:
+                        socket.drop(CLOSE_UNAUTHORIZED, "credentials revoked")
         finally:
-            for task in [*tasks, *self.followers]:
-                task.cancel()
-            await asyncio.gather(*tasks, *self.followers, return_exceptions=True)
-            if self.closing is not None:
-                # A reader that stopped reading cannot take a close frame either: don't wait on it.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(_close(self.websocket, *self.closing), CLOSE_TIMEOUT)
+            self.sweeping = None
+            self._schedule()
 
-    def send(self, frame: dict[str, Any]) -> None:
-        """Queue a frame; a reader too slow to keep up gets disconnected."""
+    async def valid(self, credential: Credential) -> bool:
+        """Whether a credential still holds; checks of the same one at once share a lookup."""
+        check = self.checks.get(credential)
+        if check is None:
+            check = asyncio.create_task(self._lookup(credential))
+            self.checks[credential] = check
+            check.add_done_callback(functools.partial(self._checked, credential))
+        # Shielded: a socket that goes away must not cancel the others' answer.
+        return await asyncio.shield(check)
+
+    async def _lookup(self, credential: Credential) -> bool:
         try:
-            self.outbox.put_nowait(orjson.dumps(frame))
-        except asyncio.QueueFull:
-            if self.closing is None:
-                log.warning("closing a WebSocket of user %s: reader too slow", self.user.id)
-                self.closing = (CLOSE_TOO_SLOW, "reader too slow; reconnect and resume")
-            # Wake the writer so it notices and ends the socket.
-            with contextlib.suppress(asyncio.QueueEmpty):
-                self.outbox.get_nowait()
-            self.outbox.put_nowait(b"")
-
-    async def _write(self) -> None:
-        while True:
-            frame = await self.outbox.get()
-            if self.closing is not None:
-                return
-            await self.websocket.send_text(frame.decode())
-
-    async def _recheck(self) -> None:
-        while True:
-            await asyncio.sleep(RECHECK_INTERVAL)
-            if not await self._still_valid():
-                return
-
-    async def _still_valid(self) -> bool:
-        try:
-            await self.parts.accounts.user_for(self.credential[0], kind=self.credential[1])
+            await self.accounts.user_for(credential[0], kind=credential[1])
         except AuthError:
-            self.closing = (CLOSE_UNAUTHORIZED, "credentials revoked")
             return False
         return True
 
-    async def _read(self) -> None:
-        while True:
-            try:
-                raw = await self.websocket.receive_text()
-            except WebSocketDisconnect:
-                return
-            try:
-                frame = orjson.loads(raw)
-                if not isinstance(frame, dict):
-                    raise InvalidInput("a frame is a JSON object", code="invalid_json")
-            except orjson.JSONDecodeError:
-                self.send({"type": "error", "code": "invalid_json", "message": "malformed JSON"})
-                continue
-            except InvalidInput as exc:
-                self.send({"type": "error", "code": exc.code, "message": exc.message})
-                continue
-            if not await self._still_valid():
-                return
-            await self._dispatch(frame)
+    def _checked(self, credential: Credential, check: asyncio.Task[bool]) -> None:
+        if self.checks.get(credential) is check:
+            del self.checks[credential]
+        if not check.cancelled():
+            check.exception()  # retrieved here: every socket waiting on it may be gone
+
+
+def _hub(scope: Scope, accounts: Accounts) -> _Hub:
+    state = scope["app"].state
+    hub: _Hub | None = getattr(state, "websocket_hub", None)
+    if hub is None or hub.accounts is not accounts:
+        hub = state.websocket_hub = _Hub(accounts)
+    return hub
+
+
+class _Socket:
+    """One authenticated connection, read by the task uvicorn started for it.
+
+    A writer task exists only while frames are waiting, and one follower task per
+    request being relayed.
+    """
+
+    __slots__ = (
+        "closing",
+        "credential",
+        "followers",
+        "hub",
+        "parts",
+        "pending",
+        "reader",
+        "receive",
+        "transmit",
+        "user",
+        "waiting",
+        "writer",
+    )
+
+    def __init__(
+        self,
+        hub: _Hub,
+        receive: Receive,
+        transmit: Send,
+        user: User,
+        parts: AppParts,
+        credential: Credential,
+    ) -> None:
+        self.hub = hub
+        self.receive = receive
+        self.transmit = transmit
+        self.user = user
+        self.parts = parts
+        self.credential = credential
+        self.pending: deque[str] | None = None
+        self.writer: asyncio.Task[None] | None = None
+        self.followers: set[asyncio.Task[None]] | None = None
+        self.closing: tuple[int, str] | None = None
+        self.reader: asyncio.Task[Any] | None = None
+        self.waiting = False  # the reader is waiting for a frame
+
+    async def serve(self) -> None:
+        """Read frames until the client leaves or the socket is dropped; then clean up."""
+        self.reader = asyncio.current_task()
+        self.hub.add(self)
+        try:
+            while self.closing is None:
+                self.waiting = True
+                try:
+                    message = await self.receive()
+                except asyncio.CancelledError:
+                    # drop() cancels a waiting reader; anyone else's cancellation goes on up.
+                    if self.closing is None or self.reader is None or self.reader.uncancel():
+                        raise
+                    return
+                finally:
+                    self.waiting = False
+                if message["type"] == "websocket.disconnect":
+                    return
+                frame = self._frame(message)
+                if frame is not None and await self._still_valid():
+                    await self._dispatch(frame)
+        finally:
+            self.hub.discard(self)
+            tasks = [*(self.followers or ()), *([self.writer] if self.writer else [])]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self.closing is not None:
+                # A reader that stopped reading cannot take a close frame either: don't wait on it.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(_close(self.transmit, *self.closing), CLOSE_TIMEOUT)
+
+    def drop(self, code: int, reason: str) -> None:
+        """End the socket from outside the reader: it stops at once if it was waiting."""
+        if self.closing is not None:
+            return  # the reader was told already: a second cancel would not be undone
+        self.closing = (code, reason)
+        if self.waiting and self.reader is not None:
+            self.reader.cancel()
+
+    def send(self, frame: dict[str, Any]) -> None:
+        """Queue a frame; a reader too slow to keep up gets disconnected."""
+        if self.closing is not None:
+            return
+        if self.pending is None:
+            self.pending = deque()
+        elif len(self.pending) >= OUTBOX_LIMIT:
+            log.warning("closing a WebSocket of user %s: reader too slow", self.user.id)
+            self.drop(CLOSE_TOO_SLOW, "reader too slow; reconnect and resume")
+            return
+        self.pending.append(orjson.dumps(frame).decode())
+        if self.writer is None:
+            self.writer = asyncio.create_task(self._write())
+
+    async def _write(self) -> None:
+        try:
+            while self.pending:
+                text = self.pending.popleft()
+                await self.transmit({"type": "websocket.send", "text": text})
+        except (OSError, RuntimeError):
+            # The client is gone, or the socket is closing: the reader hears of it.
+            self.pending = None
+        finally:
+            self.writer = None
+            if not self.pending:
+                self.pending = None
+
+    async def _still_valid(self) -> bool:
+        try:
+            valid = await self.hub.valid(self.credential)
+        except Exception:
+            log.exception("could not check the credential of a WebSocket of user %s", self.user.id)
+            self.closing = (CLOSE_INTERNAL, "internal error")
+            return False
+        if not valid:
+            self.closing = (CLOSE_UNAUTHORIZED, "credentials revoked")
+        return valid
+
+    def _frame(self, message: Message) -> dict[str, Any] | None:
+        """The client's frame as a JSON object, or None (after answering an error frame)."""
+        raw = message.get("text")
+        if raw is None:
+            self.closing = (CLOSE_UNSUPPORTED, "text frames only")
+            return None
+        try:
+            frame = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            self.send({"type": "error", "code": "invalid_json", "message": "malformed JSON"})
+            return None
+        if not isinstance(frame, dict):
+            self.send(
+                {"type": "error", "code": "invalid_json", "message": "a frame is a JSON object"}
+            )
+            return None
+        return frame
 
     async def _dispatch(self, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
@@ -207,6 +383,8 @@ class _Socket:
             self.send(error)
 
     def _follow(self, message_id: str, after: int, request_id: str | None) -> None:
+        if self.followers is None:
+            self.followers = set()
         task = asyncio.create_task(self._relay(message_id, after, request_id))
         self.followers.add(task)
         task.add_done_callback(self.followers.discard)

@@ -1,8 +1,9 @@
-"""What one turn asks of the store: one conversation read, no writes after the reply's own."""
+"""What one turn asks of the store: one conversation read, one append, no writes after the reply."""
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from daehwa.chat.runs import MemoryRunLog, RunRegistry
@@ -26,6 +27,14 @@ class CountingStore(MemoryStore):
         self.calls["get_conversation"] += 1
         return await super().get_conversation(conversation_id)
 
+    async def append_message(self, message: Message) -> Message:
+        self.calls["append_message"] += 1
+        return await super().append_message(message)
+
+    async def append_messages(self, messages: Sequence[Message]) -> list[Message]:
+        self.calls["append_messages"] += 1
+        return await super().append_messages(messages)
+
     async def update_message(self, message_id: str, **fields: Any) -> Message:
         self.calls["update_message"] += 1
         self.updated.append(message_id)
@@ -36,7 +45,7 @@ class Models(dict[str, ChatModel]):
     pass
 
 
-async def test_a_turn_reads_the_conversation_once_and_writes_no_token_counts_after_it() -> None:
+async def test_a_turn_reads_once_appends_once_and_writes_no_token_counts_after_it() -> None:
     store = CountingStore()
     settings = Settings(
         models={"scripted": {"provider": "scripted"}}, chat={"default_model": "scripted"}
@@ -53,6 +62,8 @@ async def test_a_turn_reads_the_conversation_once_and_writes_no_token_counts_aft
         await service.aclose()  # the after-turn upkeep, if any was scheduled
         replies.append(turn.reply_id)
         assert store.calls["get_conversation"] == 1
+        # The question and the empty reply are stored together, in one transaction.
+        assert (store.calls["append_messages"], store.calls["append_message"]) == (1, 0)
         # The reply's final write is the only update: token counts travel with the messages.
         assert store.calls["update_message"] == 1
         assert store.updated[-1] == turn.reply_id

@@ -295,18 +295,22 @@ class ChatService:
         )
         # Counted now, so that no write after the turn is needed to keep the count.
         await self.context.count_before_storing(asked, self.settings.models[model_name])
-        user_message = await self.store.append_message(asked)
-        reply = await self.store.append_message(
-            Message(
-                Role.ASSISTANT,
-                "",
-                id=reply_id,
-                conversation_id=conversation.id,
-                status=MessageStatus.STREAMING,
-                model=model_name,
-                request_id=request_id,
-                metadata={"reply_to": user_message.id},
-            )
+        # The user's message and the empty reply, in one transaction: a crash
+        # never leaves a question without its (then incomplete) reply.
+        user_message, reply = await self.store.append_messages(
+            [
+                asked,
+                Message(
+                    Role.ASSISTANT,
+                    "",
+                    id=reply_id,
+                    conversation_id=conversation.id,
+                    status=MessageStatus.STREAMING,
+                    model=model_name,
+                    request_id=request_id,
+                    metadata={"reply_to": asked.id},
+                ),
+            ]
         )
 
         async def body(run: Run) -> None:

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from daehwa.guard.normalize import MAX_GAP, _fold_slow, _join_spread, normalize
+from daehwa.guard.normalize import MAX_GAP, _fold_slow, _join_spread, fold, normalize, spread_runs
 
 
 @pytest.mark.parametrize(
@@ -120,3 +120,54 @@ def test_fast_path_equals_slow_path(seed: int) -> None:
 def test_stable_end(text: str, stable_end: int) -> None:
     assert normalize(text, open_end=True).stable_end == stable_end
     assert normalize(text).stable_end == len(text)
+
+
+def _runs_by_definition(classes: bytes) -> list[list[int]]:
+    """Letter indices of each run of single-letter pieces at most MAX_GAP apart (≥ 2 letters)."""
+    singles = [
+        i
+        for i in range(len(classes))
+        if classes[i : i + 1] == b"L"
+        and (i == 0 or classes[i - 1 : i] == b"S")
+        and classes[i + 1 : i + 2] != b"L"
+    ]
+    runs: list[list[int]] = []
+    for i in singles:
+        previous = runs[-1][-1] if runs else None
+        # Two consecutive single letters with at most MAX_GAP separators between join.
+        if previous is not None and i - previous - 1 <= MAX_GAP:
+            runs[-1].append(i)
+            continue
+        runs.append([i])
+    return [run for run in runs if len(run) >= 2]
+
+
+RUN_ALPHABET = ["가", "나", "a", "b", "다라", "xy", " ", " ", " ", ".", "1", "  ", "\u200b", "ㅅ"]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_spread_runs_match_the_definition(seed: int) -> None:
+    # The common runs (one separator between letters) are cut by C slicing with
+    # no per-run Python work; texts with a wider gap take the general path.
+    rng = random.Random(seed)
+    fast = 0
+    for _ in range(200):
+        text = "".join(rng.choice(RUN_ALPHABET) for _ in range(rng.randint(0, 24)))
+        folded = fold(text)
+        expected = _runs_by_definition(folded.classes)
+        runs = spread_runs(folded.text, folded.classes)
+        if not expected:
+            assert runs is None, text
+            continue
+        assert runs is not None, text
+        fast += runs.letters is None
+        pieces = runs.joined.split("\x00")
+        found = [[runs.letter(k, j) for j in range(len(piece))] for k, piece in enumerate(pieces)]
+        assert found == expected, text
+        assert pieces == ["".join(folded.text[i] for i in run) for run in expected], text
+        assert list(zip(runs.starts, runs.ends, strict=True)) == [
+            (r[0], r[-1] + 1) for r in expected
+        ]
+        for i in range(len(folded.text)):
+            assert runs.covers(i) == any(r[0] <= i <= r[-1] for r in expected), (text, i)
+    assert fast >= 5  # the alternating path was exercised

@@ -100,9 +100,11 @@ class WordAutomaton:
 
         Returns ``(pattern index, start, end)`` in *folded* offsets. The folded
         text is scanned as it is, and the spread-out runs, joined, are scanned
-        apart; matches touching a run in the first scan are dropped. This is
-        the same as scanning the joined text when no pattern contains a
-        separator: a run is then bounded by separators no match can cross.
+        apart. This is the same as scanning the joined text when no pattern
+        contains a separator: a run is then bounded by separators no match can
+        cross, and a match in the folded text can only touch a run if it is
+        one letter long (it lies within one piece, and a run's pieces are
+        single letters); those are dropped, the joined runs find them.
         Inside a joined run every position is a word boundary (its letters
         were apart), so those matches need no boundary test.
         """
@@ -112,50 +114,34 @@ class WordAutomaton:
         if self.separators:
             raise ValueError("find_folded() needs patterns without separators")
         text = folded.text
-        run_starts: list[int] = []
-        run_ends: list[int] = []
-        run_letters: list[list[int] | None] = []
-        pieces: list[str] = []
-        for start, end, letters in spread_runs(folded.classes):
-            run_starts.append(start)
-            run_ends.append(end)
-            run_letters.append(letters)
-            pieces.append(
-                text[start:end:2] if letters is None else "".join([text[k] for k in letters])
-            )
-        candidates: list[tuple[int, int, int]] = []
-        boundaries = self._boundaries
-        view: Normalized | None = None
-        for index, start, end in automaton.find_matches_as_indexes(text, overlapping=True):
-            if run_starts:
-                k = bisect.bisect_right(run_starts, end - 1) - 1
-                if k >= 0 and run_ends[k] > start:
-                    continue  # touches a spread-out run: found in the joined runs instead
-            need = boundaries[index]
-            if need:
-                if view is None:
-                    view = Normalized(text, 0, starts=folded.starts, ends=folded.ends)
-                if (need & _LEFT and not view.is_word_boundary(start)) or (
-                    need & _RIGHT and not view.is_word_boundary(end)
-                ):
-                    continue
-            candidates.append((index, start, end))
-        if pieces:
-            # "\x00" never occurs in a pattern (it would be a separator).
-            offsets = [0]
-            for piece in pieces[:-1]:
-                offsets.append(offsets[-1] + len(piece) + 1)
-            joined = "\x00".join(pieces)
+        runs = spread_runs(text, folded.classes)
+        candidates = automaton.find_matches_as_indexes(text, overlapping=True)
+        if candidates:
+            boundaries = self._boundaries
+            view: Normalized | None = None
+            kept: list[tuple[int, int, int]] = []
+            for hit in candidates:
+                index, start, end = hit
+                if runs is not None and end - start == 1 and runs.covers(start):
+                    continue  # a letter of a spread-out run: found in the joined runs
+                need = boundaries[index]
+                if need:
+                    if view is None:
+                        view = Normalized(text, 0, starts=folded.starts, ends=folded.ends)
+                    if (need & _LEFT and not view.is_word_boundary(start)) or (
+                        need & _RIGHT and not view.is_word_boundary(end)
+                    ):
+                        continue
+                kept.append(hit)
+            candidates = kept
+        if runs is not None:
+            joined = runs.joined
             for index, start, end in automaton.find_matches_as_indexes(joined, overlapping=True):
-                k = bisect.bisect_right(offsets, start) - 1
-                first, last = start - offsets[k], end - 1 - offsets[k]
-                letters = run_letters[k]
-                if letters is None:
-                    candidates.append(
-                        (index, run_starts[k] + 2 * first, run_starts[k] + 2 * last + 1)
-                    )
-                else:
-                    candidates.append((index, letters[first], letters[last] + 1))
+                k = joined.count("\x00", 0, start)
+                piece = joined.rfind("\x00", 0, start) + 1
+                candidates.append(
+                    (index, runs.letter(k, start - piece), runs.letter(k, end - 1 - piece) + 1)
+                )
         if len(candidates) > 1:
             candidates.sort(key=_start_then_longest)
         selected: list[tuple[int, int, int]] = []

@@ -34,10 +34,21 @@ import re
 import unicodedata
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from itertools import chain, repeat
+from operator import sub
 from typing import NamedTuple
 
-__all__ = ["MAX_GAP", "Folded", "Normalized", "fold", "is_latin_letter", "normalize", "spread_runs"]
+__all__ = [
+    "MAX_GAP",
+    "Folded",
+    "Normalized",
+    "SpreadRuns",
+    "fold",
+    "is_latin_letter",
+    "normalize",
+    "spread_runs",
+]
 
 #: Separators allowed between two letters of a spread-out word ("바 . 보").
 MAX_GAP = 3
@@ -65,6 +76,13 @@ _CONTINUATION = bytes(range(0x80, 0xC0))
 _UPPER_TO_LETTER = bytes.maketrans(b"U", b"L")
 # A single letter, then more single letters each after 1..MAX_GAP separators.
 _RUN = re.compile(f"SLS(?:S{{0,{MAX_GAP - 1}}}L)(?:S{{1,{MAX_GAP}}}L)*(?=S)".encode())
+# A run of single letters one separator apart, in the padded classes. The match
+# starts at the separator before the run, so its start is the run's first letter
+# in the unpadded text, and its end one more than the end of the run.
+_ALTERNATING_RUN = re.compile(rb"SLSL(?:SL)*(?=S)")
+# Two single letters 2..MAX_GAP separators apart: a run that does not alternate.
+_WIDE_GAP = re.compile(f"SLSS{{1,{MAX_GAP - 1}}}LS".encode())
+_SPAN = re.Match.span
 _SPECIAL = re.compile(rb"X")
 _CONJOINING = re.compile("[\u1100-\u11ff]")
 _JAMO_RUN = re.compile("[\u1100-\u11ff]{2,}")
@@ -206,20 +224,62 @@ def fold(text: str) -> Folded:
     return Folded(folded, classes, None, None, len(text))
 
 
-def spread_runs(classes: bytes) -> Iterator[tuple[int, int, list[int] | None]]:
-    """The runs of single-letter pieces: ``(start, end, letters)``.
+class SpreadRuns(NamedTuple):
+    """The runs of single-letter pieces of a folded text, joined.
 
-    ``letters`` lists the letters' indices, or is ``None`` when the run
-    alternates letter, separator, letter (then they are ``start``, ``start + 2`` …).
+    ``joined`` has each run's letters, runs apart by ``"\x00"`` (never in a
+    word: it is a separator). Run ``k`` spans folded ``starts[k]`` (its first
+    letter) to ``ends[k]`` (after its last). ``letters`` is ``None`` when every
+    run alternates letter and separator (the letters of a run are then
+    ``start``, ``start + 2`` …); otherwise it lists each run's letter indices.
     """
-    for found in _RUN.finditer(b"S" + classes + b"S"):
+
+    joined: str
+    starts: list[int]
+    ends: list[int]
+    letters: list[list[int]] | None
+
+    def letter(self, k: int, j: int) -> int:
+        """The folded index of letter ``j`` of run ``k``."""
+        if self.letters is None:
+            return self.starts[k] + 2 * j
+        return self.letters[k][j]
+
+    def covers(self, i: int) -> bool:
+        """Whether folded index ``i`` lies in a run."""
+        k = bisect_right(self.starts, i) - 1
+        return k >= 0 and i < self.ends[k]
+
+
+def spread_runs(text: str, classes: bytes) -> SpreadRuns | None:
+    """The runs of single-letter pieces of folded ``text``, joined; ``None`` if there is none.
+
+    The common runs alternate letter and separator ("할 수", "b.a.d"): their
+    letters are every other character, cut by C code with no Python work per
+    run. A text with a wider gap in some run ("바 . 보") takes a slower path.
+    """
+    padded = b"S" + classes + b"S"
+    if b"SLS" not in padded:  # no single-letter piece: no run (a cheap test)
+        return None
+    if _WIDE_GAP.search(padded) is None:
+        spans = list(chain.from_iterable(map(_SPAN, _ALTERNATING_RUN.finditer(padded))))
+        if not spans:
+            return None
+        starts = spans[0::2]
+        ends = list(map(sub, spans[1::2], repeat(1)))
+        cut = text.__getitem__
+        joined = "\x00".join(map(cut, map(slice, starts, ends, repeat(2))))
+        return SpreadRuns(joined, starts, ends, None)
+    starts, ends, letters, pieces = [], [], [], []
+    for found in _RUN.finditer(padded):
         # Offsets in the padded bytes are one more; the match starts with the separator.
         start, end = found.span()
-        end -= 1
-        if classes.find(b"SS", start, end) < 0:
-            yield start, end, None
-        else:
-            yield start, end, [k for k in range(start, end) if classes[k] == _L]
+        starts.append(start)
+        ends.append(end - 1)
+        kept = [k for k in range(start, end - 1) if classes[k] == _L]
+        letters.append(kept)
+        pieces.append("".join([text[k] for k in kept]))
+    return SpreadRuns("\x00".join(pieces), starts, ends, letters) if starts else None
 
 
 def _fold_special(text: str, raw: bytes, classes: bytes) -> Folded:
@@ -365,12 +425,20 @@ def _join_spread(
     open_end: bool,
 ) -> Normalized:
     """Remove the separators inside runs of single-letter pieces."""
+    padded = b"S" + classes + b"S"
+    if b"SLS" not in padded:  # no single-letter piece, so no run (a cheap test)
+        stable_end = original_length
+        if open_end:
+            stable_end = _stable_end(classes, (0, 0), starts, original_length)
+        return Normalized(
+            folded, stable_end, classes=classes if open_end else None, starts=starts, ends=ends
+        )
     deleted: list[int] = []
     parts: list[str] = []
     append = parts.append
     previous = run_start = run_end = 0
-    # One pass; every operation on a run is a C call (this loop is the hot path).
-    for found in _RUN.finditer(b"S" + classes + b"S"):
+    # One pass; every operation on a run is a C call.
+    for found in _RUN.finditer(padded):
         # Offsets in the padded bytes are one more; the match starts with the separator.
         run_start, run_end = found.span()
         run_end -= 1

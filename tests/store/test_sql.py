@@ -151,3 +151,31 @@ async def test_an_in_memory_sqlite_database_keeps_its_data() -> None:
         assert (await store.list_messages(conversation.id)).items == [said]
     finally:
         await store.aclose()
+
+
+@pytest.mark.postgres
+async def test_postgres_recovers_from_dropped_connections(postgres_url: str) -> None:
+    import asyncpg
+
+    from tests.conftest import _empty_postgres
+
+    store = await _empty_postgres(postgres_url)
+    try:
+        conversation = await store.create_conversation(Conversation(id=new_id(), user_id="u1"))
+        database = store.url.database
+        admin = await asyncpg.connect(host=store.url.host, port=store.url.port, user="postgres")
+        try:
+            killed = await admin.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = $1 AND pid <> pg_backend_pid()",
+                database,
+            )
+        finally:
+            await admin.close()
+        assert killed >= 1
+        # Every pooled connection is dead now; reads find live ones without an error.
+        for _ in range(12):
+            assert await store.get_conversation(conversation.id) == conversation
+        assert (await store.list_messages(conversation.id)).items == []
+    finally:
+        await store.aclose()

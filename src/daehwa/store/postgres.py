@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Collection
+from collections.abc import AsyncIterator, Collection
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
@@ -99,35 +100,61 @@ class PostgresDatabase:
                 await self._pool.close()
                 self._pool = None
 
-    async def _fetchrow(self, sql: str, *args: Any) -> Any:
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection; one that broke is closed (the pool replaces it)."""
         pool = self._pool or await self.pool()
         try:
-            return await pool.fetchrow(sql, *args)
+            async with pool.acquire() as connection:
+                try:
+                    yield connection
+                except _BROKEN:
+                    # Do not hand a connection in an unknown state to the next caller.
+                    connection.terminate()
+                    raise
+        except NotFound:
+            raise
         except Exception as exc:
             raise _translated(exc) from exc
+
+    # A call that meets a dead pooled connection (after a server restart, say) is
+    # tried on the next one, when that cannot run it twice; every dead one is
+    # closed as it is found, so this ends within the pool's size.
+
+    async def _fetchrow(self, sql: str, *args: Any) -> Any:
+        for attempt in range(self.max_size, -1, -1):
+            try:
+                async with self._connection() as connection:
+                    return await connection.fetchrow(sql, *args)
+            except StoreError as exc:
+                if not attempt or not _unsent(exc, sql):
+                    raise
+        raise AssertionError("unreachable")
 
     async def _fetch(self, sql: str, *args: Any) -> list[Any]:
-        pool = self._pool or await self.pool()
-        try:
-            return list(await pool.fetch(sql, *args))
-        except Exception as exc:
-            raise _translated(exc) from exc
+        for attempt in range(self.max_size, -1, -1):
+            try:
+                async with self._connection() as connection:
+                    return list(await connection.fetch(sql, *args))
+            except StoreError as exc:
+                if not attempt or not _unsent(exc, sql):
+                    raise
+        raise AssertionError("unreachable")
 
     async def _execute(self, sql: str, *args: Any) -> str:
-        pool = self._pool or await self.pool()
-        try:
-            return str(await pool.execute(sql, *args))
-        except Exception as exc:
-            raise _translated(exc) from exc
+        for attempt in range(self.max_size, -1, -1):
+            try:
+                async with self._connection() as connection:
+                    return str(await connection.execute(sql, *args))
+            except StoreError as exc:
+                if not attempt or not _unsent(exc, sql):
+                    raise
+        raise AssertionError("unreachable")
 
     async def _in_transaction(self, statements: tuple[str, ...], *args: Any) -> None:
-        pool = self._pool or await self.pool()
-        try:
-            async with pool.acquire() as connection, connection.transaction():
-                for sql in statements:
-                    await connection.execute(sql, *args)
-        except Exception as exc:
-            raise _translated(exc) from exc
+        async with self._connection() as connection, connection.transaction():
+            for sql in statements:
+                await connection.execute(sql, *args)
 
     # -- conversations -------------------------------------------------------------
 
@@ -174,11 +201,7 @@ class PostgresDatabase:
 
         ``None`` when the conversation does not exist (then nothing is stored).
         """
-        pool = self._pool or await self.pool()
-        try:
-            found = await pool.fetch(_APPEND, conversation_id, len(rows), now, *_arrays(rows))
-        except Exception as exc:
-            raise _translated(exc) from exc
+        found = await self._fetch(_APPEND, conversation_id, len(rows), now, *_arrays(rows))
         if not found:
             return None
         stored = {r[0]: (r[1], r[2]) for r in found}
@@ -188,22 +211,16 @@ class PostgresDatabase:
         self, groups: list[tuple[str, list[tuple[Any, ...]]]], now: datetime
     ) -> list[tuple[int, datetime]]:
         """Like :meth:`append` for messages of several conversations, in one transaction."""
-        pool = self._pool or await self.pool()
         stored: list[tuple[int, datetime]] = []
-        try:
-            async with pool.acquire() as connection, connection.transaction():
-                for conversation_id, rows in groups:
-                    found = await connection.fetch(
-                        _APPEND, conversation_id, len(rows), now, *_arrays(rows)
-                    )
-                    if not found:
-                        raise NotFound(f"conversation {conversation_id} not found")
-                    by_id = {r[0]: (r[1], r[2]) for r in found}
-                    stored.extend(by_id[row[0]] for row in rows)
-        except NotFound:
-            raise
-        except Exception as exc:
-            raise _translated(exc) from exc
+        async with self._connection() as connection, connection.transaction():
+            for conversation_id, rows in groups:
+                found = await connection.fetch(
+                    _APPEND, conversation_id, len(rows), now, *_arrays(rows)
+                )
+                if not found:
+                    raise NotFound(f"conversation {conversation_id} not found")
+                by_id = {r[0]: (r[1], r[2]) for r in found}
+                stored.extend(by_id[row[0]] for row in rows)
         return stored
 
     async def update_message(self, params: tuple[Any, ...]) -> Message | None:
@@ -279,11 +296,28 @@ class PostgresDatabase:
         await self._in_transaction(_DELETE_USER, user_id)
 
 
+# Errors after which a connection's state is unknown.
+_BROKEN = (asyncpg.InterfaceError, asyncpg.InternalClientError, OSError)
+
+
+def _unsent(exc: StoreError, sql: str) -> bool:
+    """Whether the call failed on a dead connection in a way that is safe to repeat.
+
+    asyncpg refuses to start a statement on a connection whose server has gone
+    (``InternalClientError``) before sending anything; a connection that closed
+    mid-call may have run the statement, which only a read may repeat.
+    """
+    cause = exc.__cause__
+    if isinstance(cause, asyncpg.InternalClientError):
+        return True
+    return isinstance(cause, asyncpg.ConnectionDoesNotExistError) and sql.startswith("SELECT")
+
+
 def _translated(exc: Exception) -> Exception:
     """Our error for a driver's (anything else is returned unchanged, to be re-raised)."""
     if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
         return Conflict("a row with this key already exists")
-    if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError | OSError | TimeoutError):
+    if isinstance(exc, (asyncpg.PostgresError, TimeoutError, *_BROKEN)):
         log.warning("postgres store call failed: %s", exc)
         return StoreError("the history store is unavailable")
     return exc

@@ -300,19 +300,22 @@ end
 return append(ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7], ARGV[8], body)
 """
 
-# ARGV[4..]: now_us, then five arguments per message as for APPEND_MESSAGE
-# (cid, mid, request id, status, record). Stops at the first message that
-# cannot be stored. Returns {seq, created_us} pairs of those stored, then
-# {0} or {-1} (as APPEND_MESSAGE) if one could not be.
+# ARGV[4..]: now_us, then (cid, mid, request id, status, record) per message,
+# as for APPEND_MESSAGE. All or none: every message is checked before any is
+# stored. Returns {seq, created_us} per message, or {0, i} / {-1, i} (as
+# APPEND_MESSAGE) for the message whose arguments start at ARGV[i].
 APPEND_MESSAGES = r"""
+local seen = {}
+for i = 5, #ARGV, 5 do
+  if redis.call('EXISTS', conv_key(ARGV[i])) == 0 then return {0, i} end
+  local mid = ARGV[i + 1]
+  if seen[mid] or redis.call('EXISTS', msg_key(mid)) == 1 then return {-1, i} end
+  seen[mid] = true
+end
 local now = tonumber(ARGV[4])
 local out = {}
 for i = 5, #ARGV, 5 do
   local result = append(ARGV[i], ARGV[i + 1], now, ARGV[i + 2], ARGV[i + 3], ARGV[i + 4])
-  if result[1] ~= 1 then
-    out[#out + 1] = result
-    break
-  end
   out[#out + 1] = {result[2], result[3]}
 end
 return out
@@ -385,6 +388,8 @@ return load_message(ids[1])
 SEARCH_MESSAGES = r"""
 local needle, limit = ARGV[4], tonumber(ARGV[5])
 local verbatim = not string.find(needle, '[%c"\\/]')
+-- Without ASCII letters in the needle (most Korean queries) case does not matter.
+local fold = string.find(needle, '%a') ~= nil
 local found = {}
 for i = 6, #ARGV do
   local taken = 0
@@ -392,7 +397,9 @@ for i = 6, #ARGV do
   for _, mid in ipairs(ids) do
     if taken >= limit then break end
     local record = load_message(mid)
-    if record and (not verbatim or string.find(string.lower(record), needle, 1, true)) then
+    local hay = record
+    if record and fold then hay = string.lower(record) end
+    if record and (not verbatim or string.find(hay, needle, 1, true)) then
       local content = cjson.decode(record).content
       if string.find(string.lower(content), needle, 1, true) then
         found[#found + 1] = record

@@ -179,3 +179,25 @@ async def test_postgres_recovers_from_dropped_connections(postgres_url: str) -> 
         assert (await store.list_messages(conversation.id)).items == []
     finally:
         await store.aclose()
+
+
+@pytest.mark.postgres
+async def test_postgres_settings_in_the_url_apply_to_the_store_sessions(postgres_url: str) -> None:
+    import asyncpg
+
+    name = f"daehwa-{new_id()[:8]}"
+    store = await SqlStore.open(f"{postgres_url}?application_name={name}&synchronous_commit=off")
+    try:
+        await store.get_conversation("c1")
+        admin = await asyncpg.connect(host=store.url.host, port=store.url.port, user="postgres")
+        try:
+            sessions = await admin.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", name
+            )
+        finally:
+            await admin.close()
+        assert sessions >= 1
+        with pytest.raises(StoreError):
+            await SqlStore.open(f"{postgres_url}?no_such_setting=1")
+    finally:
+        await store.aclose()

@@ -15,6 +15,7 @@ get 1, 2, 3 ... in commit order with no gap or duplicate.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
@@ -22,9 +23,10 @@ from typing import Any
 import orjson
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from daehwa.errors import Conflict, NotFound
+from daehwa.errors import Conflict, NotFound, StoreError
 from daehwa.messages import (
     Conversation,
     Message,
@@ -50,6 +52,8 @@ from daehwa.store.paging import (
 )
 from daehwa.store.postgres import MAX_OVERFLOW, POOL_SIZE, PostgresDatabase
 from daehwa.store.sqlite import BUSY_TIMEOUT_MS, SqliteDatabase
+
+log = logging.getLogger(__name__)
 
 
 def _dumps(value: Any) -> str:
@@ -106,10 +110,13 @@ class SqlStore:
         """
         if self._engine is None:
             drivers = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+            url = self.url.set(drivername=drivers[self.dialect])
+            options: dict[str, Any] = {}
+            if self.dialect == "postgresql" and (settings := _server_settings(url)):
+                url = url.difference_update_query(settings)
+                options["connect_args"] = {"server_settings": settings}
             self._engine = create_async_engine(
-                self.url.set(drivername=drivers[self.dialect]),
-                json_serializer=_dumps,
-                json_deserializer=orjson.loads,
+                url, json_serializer=_dumps, json_deserializer=orjson.loads, **options
             )
             if self.dialect == "sqlite":
                 event.listen(self._engine.sync_engine, "connect", _sqlite_pragmas)
@@ -120,10 +127,15 @@ class SqlStore:
         if isinstance(self._db, SqliteDatabase) and self._db.memory:
             await self._db.run_on_writer(_migrate_sqlite_connection)
             return
-        async with self.engine.begin() as conn:
-            await conn.run_sync(upgrade)
-        # Give the migration's connections back; the store has its own.
-        await self.engine.dispose()
+        try:
+            async with self.engine.begin() as conn:
+                await conn.run_sync(upgrade)
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("sql store migration failed: %s", exc)
+            raise StoreError("the history store cannot be migrated; the log says why") from exc
+        finally:
+            # Give the migration's connections back; the store has its own.
+            await self.engine.dispose()
 
     async def aclose(self) -> None:
         """Close every connection (and the store's threads on SQLite)."""
@@ -415,13 +427,32 @@ def _stored(message: Message, row: tuple[Any, ...], seq: int, created: datetime)
     )
 
 
+# URL query parameters that are asyncpg's own connection arguments; any other
+# is a PostgreSQL setting for the store's sessions (``?synchronous_commit=off``).
+_CONNECT_QUERY = frozenset({"ssl", "host", "port", "user", "password", "database"})
+
+
+def _server_settings(url: URL) -> dict[str, str]:
+    """The PostgreSQL settings given as query parameters of the URL."""
+    return {
+        name: value if isinstance(value, str) else value[-1]
+        for name, value in url.query.items()
+        if name not in _CONNECT_QUERY
+    }
+
+
 def _asyncpg_options(url: URL) -> dict[str, Any]:
     """asyncpg's ``connect()`` arguments for a ``postgresql://`` URL."""
     options: dict[str, Any] = url.translate_connect_args(username="user", database="database")
-    for name in ("ssl", "host", "port", "user", "password", "database"):
+    for name in _CONNECT_QUERY:
         value = url.query.get(name)
         if value is not None:
             options[name] = value if isinstance(value, str) else value[-1]
+    if "port" in options:
+        options["port"] = int(options["port"])
+    settings = _server_settings(url)
+    if settings:
+        options["server_settings"] = settings
     return options
 
 

@@ -69,6 +69,8 @@ def serve(
         port=server.port,
         log_level="warning",
         timeout_graceful_shutdown=5,
+        # Frames are small JSON events; a deflate context would cost ~34 KB per socket.
+        ws_per_message_deflate=False,
     )
 
 

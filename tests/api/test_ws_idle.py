@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -150,3 +156,48 @@ async def test_checks_of_one_credential_at_once_share_one_lookup() -> None:
     # Once answered, the next check looks again (the key may have been revoked since).
     accounts.revoked.add("dh-key")
     assert await hub.valid(("dh-key", "api")) is False
+
+
+def test_daehwa_serve_offers_no_per_message_deflate(tmp_path: Path) -> None:
+    """Browsers offer permessage-deflate; accepting it would cost a zlib context per socket."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **os.environ,
+        "DAEHWA_SERVER__DATA_DIR": str(tmp_path / "data"),
+        "DAEHWA_CONTEXT__RECALL": "false",
+    }
+    env.pop("DAEHWA_CONFIG", None)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "daehwa", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        head = b""
+        for _ in range(600):
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+                    client.sendall(
+                        b"GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                        b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                        b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+                        b"\r\n"
+                    )
+                    while b"\r\n\r\n" not in head:
+                        chunk = client.recv(4096)
+                        if not chunk:
+                            break
+                        head += chunk
+                break
+            except ConnectionRefusedError:
+                assert server.poll() is None, "daehwa serve exited"
+                time.sleep(0.1)
+        assert head.startswith(b"HTTP/1.1 101 ")
+        assert b"sec-websocket-extensions" not in head.lower()
+    finally:
+        server.terminate()
+        server.wait(timeout=20)

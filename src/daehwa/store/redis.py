@@ -216,7 +216,7 @@ class RedisStore:
         args: list[str | bytes | int] = [to_micros(utcnow())]
         for message, mid, status, body in zip(messages, ids, statuses, bodies, strict=True):
             args += [message.conversation_id, mid, message.request_id or "", status, body]
-        result = await self._run(_APPEND_ALL_OR_NONE, *args)
+        result = await self._run(lua.APPEND_MESSAGES, *args)
         if not isinstance(result[0], list):
             failed = (int(result[1]) - 5) // 5
             _check_appended(result, messages[failed].conversation_id, ids[failed])
@@ -448,28 +448,6 @@ class RedisStore:
         except (RedisError, OSError) as exc:
             log.warning("redis store call failed: %s", exc)
             raise StoreError("the history store is unavailable") from exc
-
-
-# ARGV[4]: now_us, then (cid, mid, request id, status, record) per message, as
-# for APPEND_MESSAGE. Every message is checked before any is stored. Returns
-# {seq, created_us} per message, or {0, i} / {-1, i} (as APPEND_MESSAGE) for
-# the message whose arguments start at ARGV[i].
-_APPEND_ALL_OR_NONE = r"""
-local seen = {}
-for i = 5, #ARGV, 5 do
-  if redis.call('EXISTS', conv_key(ARGV[i])) == 0 then return {0, i} end
-  local mid = ARGV[i + 1]
-  if seen[mid] or redis.call('EXISTS', msg_key(mid)) == 1 then return {-1, i} end
-  seen[mid] = true
-end
-local now = tonumber(ARGV[4])
-local out = {}
-for i = 5, #ARGV, 5 do
-  local result = append(ARGV[i], ARGV[i + 1], now, ARGV[i + 2], ARGV[i + 3], ARGV[i + 4])
-  out[#out + 1] = {result[2], result[3]}
-end
-return out
-"""
 
 
 def _pairs(values: dict[str, Any]) -> list[str]:

@@ -15,9 +15,9 @@ command line measures, each in this process, the pieces the profile points at:
   → run log → a follower that encodes SSE frames;
 - ``hop``: one asyncio → thread → asyncio round trip (what aiosqlite does
   per DBAPI call);
-- ``statements``: the SQL statements one SSE turn runs on the SQLite store,
-  counted with an SQLAlchemy hook (in-process app, the fake upstream's
-  scenario of record).
+- ``statements``: the SQL statements and transactions one SSE turn runs on
+  the SQLite store, counted with sqlite3's trace callback on every connection
+  the store opens (in-process app, the fake upstream's scenario of record).
 
     python -m bench.streaming_costs store filter relay hop statements
 """
@@ -290,15 +290,38 @@ async def hop_costs(n: int = 2000) -> None:
 
 async def statement_counts(turns: int = 3) -> None:
     """The SQL statements each SSE turn runs on SQLite, by kind."""
+    import sqlite3
+
     import httpx
-    from sqlalchemy import event
     from tests.fakes.openai_upstream import FakeOpenAIUpstream
 
     from daehwa.accounts import Accounts
     from daehwa.api.app import create_app
     from daehwa.config import load_settings
     from daehwa.store import open_store
-    from daehwa.store.sql import SqlStore
+
+    seen: Counter[str] = Counter()
+    seen_lock = threading.Lock()
+
+    def count(statement: str) -> None:
+        verb = statement.split(None, 1)[0].upper() if statement.strip() else "?"
+        if verb in ("BEGIN", "COMMIT", "ROLLBACK", "PRAGMA"):
+            kind = verb
+        else:
+            table = re.search(r"\b(?:FROM|UPDATE|INTO)\s+\"?(\w+)", statement, re.IGNORECASE)
+            what = ", ".join(re.findall(r"\bSET\s+\"?(\w+)", statement, re.IGNORECASE)) or "-"
+            kind = f"{verb} {table.group(1) if table else '?'} ({what})"
+        with seen_lock:  # the store's worker threads call this
+            seen[kind] += 1
+
+    connect = sqlite3.connect
+
+    def traced(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        connection = connect(*args, **kwargs)
+        connection.set_trace_callback(count)
+        return connection
+
+    sqlite3.connect = traced  # every connection the store opens from here on
 
     folder = Path(tempfile.mkdtemp(prefix="daehwa-costs-"))
     scenario = "text tokens=200 delay=0.02 ttft=0.05"
@@ -312,17 +335,7 @@ async def statement_counts(turns: int = 3) -> None:
         )
         settings = load_settings(config)
         store = await open_store(settings)
-        assert isinstance(store, SqlStore)
         key = (await Accounts(store).create_user("bench")).api_key
-        seen: Counter[str] = Counter()
-
-        def count(conn: object, cursor: object, statement: str, *rest: object) -> None:
-            verb = statement.split(None, 1)[0]
-            table = re.search(r"\b(?:FROM|UPDATE|INTO)\s+(\w+)", statement)
-            what = ", ".join(re.findall(r"\bSET\s+(\w+)", statement)) or "-"
-            seen[f"{verb} {table.group(1) if table else '?'} ({what})"] += 1
-
-        event.listen(store.engine.sync_engine, "before_cursor_execute", count)
         app = create_app(settings, store=store)
         headers = {"Authorization": f"Bearer {key}"}
         async with (
@@ -341,7 +354,9 @@ async def statement_counts(turns: int = 3) -> None:
                     async for _ in response.aiter_bytes():
                         pass
                 await asyncio.sleep(1.0)  # the after-turn upkeep runs in the background
-                print(f"turn {turn + 1}: {sum(seen.values())} statements")
+                control = ("BEGIN", "COMMIT", "ROLLBACK", "PRAGMA")
+                statements = sum(n for kind, n in seen.items() if kind not in control)
+                print(f"turn {turn + 1}: {statements} statements, {seen['BEGIN']} transactions")
                 for kind, n in sorted(seen.items()):
                     print(f"  {n:3d}  {kind}")
         await store.aclose()

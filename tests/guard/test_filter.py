@@ -162,3 +162,22 @@ def test_scan_equals_scanning_the_joined_text(seed: int) -> None:
     for _ in range(100):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 30)))
         assert content_filter.scan(text) == content_filter.find_normalized(normalize(text)), text
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_can_grow_is_whether_a_longer_word_begins_with_the_text(seed: int) -> None:
+    # The stream filter holds text back exactly when this says yes; its shortcuts
+    # (the first one and two characters of longer words) must agree with the definition.
+    import random
+
+    rng = random.Random(seed)
+    letters = ["가", "나", "다", "a", "b", " "]
+    words = {
+        "".join(rng.choice(letters) for _ in range(rng.randint(1, 5))).strip() for _ in range(60)
+    }
+    content_filter = ContentFilter(sorted(w for w in words if w))
+    patterns = content_filter._automaton._sorted
+    for _ in range(400):
+        text = "".join(rng.choice(letters) for _ in range(rng.randint(1, 6)))
+        expected = any(len(p) > len(text) and p.startswith(text) for p in patterns)
+        assert content_filter.can_grow(text) == expected, text

@@ -104,8 +104,9 @@ def test_fast_path_equals_slow_path(seed: int) -> None:
     ("text", "stable_end"),
     [
         ("안녕하세요 ", 6),  # a closed word
-        ("안녕하세요", 4),  # the word may go on: its last letter is open
-        ("abc", 2),
+        ("안녕하세요", 5),  # the word may go on, but a syllable typed whole stays as it is
+        ("abc", 2),  # a Latin word may go on: its last letter decides its boundary
+        ("가ㅂㅏ", 1),  # a syllable composed from jamo may take a final consonant
         ("ㄱㅏㄴ", 0),  # "간" might still become "가" + "나…"
         ("가ㄱㅏ", 1),
         ("안녕 바", 3),  # a single letter may start a spread-out run

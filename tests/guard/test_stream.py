@@ -98,8 +98,12 @@ def test_holds_back_only_what_could_still_become_a_word(words: ContentFilter) ->
     s = StreamFilter(words)
     assert s.feed("안녕하세요, ") == "안녕하세요, "
     assert s.held == 0
-    assert s.feed("반갑") == "반"  # the last letter may still change (jamo, boundaries)
-    assert s.feed("습니다 ") == "갑습니다 "
+    assert s.feed("반갑") == "반갑"  # a syllable typed whole cannot change, no word begins here
+    assert s.feed("습니다 ") == "습니다 "
+    assert s.feed("가ㄱㅏ") == "가"  # spelled-out jamo may still take a final consonant
+    assert s.feed("ㅂ ") == "ㄱㅏㅂ "
+    assert s.feed("goo") == "go"  # a Latin word may go on: its end decides its boundary
+    assert s.feed("d ") == "od "
     assert s.feed("바") == ""  # could become 바보
     assert s.held == 1
     assert s.feed("다 ") == "바다 "
@@ -174,3 +178,45 @@ def test_dense_overlapping_words(seed: int, separators: bool) -> None:
             chunks.append(text[i : i + n])
             i += n
         stream(content_filter, chunks)
+
+
+# Words that end a token inside a longer word: released at once unless the
+# text from some position on could still become a banned word.
+EAGER_WORDS = ["개새끼", "미친놈", "병신", "씨발놈", "fuck", "bitch", "바보"]
+EAGER_TEXTS = [
+    "너개새끼야",
+    "진짜미친놈이네",
+    "이병신아 왜그래",
+    "안녕하세요씨발놈아",
+    "개새 개새끼",
+    "미친 미친놈",
+    "bitchy bitch",
+    "fuckers fuck",
+    "개 새 끼 같은",
+    "미.친.놈",
+    "병1신",
+    "씨 발 놈 아",
+    "ㅂㅕㅇㅅㅣㄴ",
+]
+
+
+@pytest.mark.parametrize("text", EAGER_TEXTS)
+def test_eager_release_never_leaks_a_word_split_anywhere(text: str) -> None:
+    content_filter = ContentFilter(EAGER_WORDS)
+    assert content_filter.scan(text)  # every text has a word to hide
+    for chunks in itertools.chain(splits(text, 1), splits(text, 2)):
+        stream(content_filter, chunks)  # each release must be a prefix of the masked text
+    stream(content_filter, list(text))
+
+
+def test_a_word_that_cannot_become_banned_is_released_at_once() -> None:
+    s = StreamFilter(ContentFilter(EAGER_WORDS))
+    assert s.feed("안녕") == "안녕"  # no banned word begins with 안, 녕 or 안녕
+    assert s.feed("하세") == "하세"
+    assert s.feed("요 개") == "요 "  # 개 may begin 개새끼
+    assert s.feed("새") == ""
+    assert s.feed("로운") == "개새로운"  # 개새로 is no word's beginning
+    assert s.feed(" 미친") == " "
+    assert s.feed("놈") == "***"  # complete, and no longer word begins with it
+    assert s.feed("아") == "아"
+    assert s.flush() == ""

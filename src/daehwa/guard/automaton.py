@@ -18,6 +18,8 @@ test and a shorter one at the same place passes ("bad boys" vs "bad").
 from __future__ import annotations
 
 import bisect
+import itertools
+import operator
 from collections.abc import Sequence
 
 from ahocorasick_rs import AhoCorasick, Implementation, MatchKind
@@ -59,9 +61,19 @@ class WordAutomaton:
             (_LEFT if is_latin_letter(p[0]) else 0) | (_RIGHT if is_latin_letter(p[-1]) else 0)
             for p in patterns
         )
-        # Sorted patterns answer "can this text still grow into a word?" by bisection.
+        # Sorted patterns answer "can this text still grow into a word?" by bisection,
+        # within the patterns that begin with the text's first character. Most texts
+        # asked about are one or two characters long, or fail on their first two:
+        # sets of the first one and two characters of longer patterns answer those.
         self._sorted = sorted(patterns)
-        self._first = frozenset(p[0] for p in patterns)
+        self._stems1 = frozenset(p[0] for p in patterns if len(p) > 1)
+        self._stems2 = frozenset(p[:2] for p in patterns if len(p) > 2)
+        self._ranges: dict[str, tuple[int, int]] = {}
+        start = 0
+        for first, group in itertools.groupby(self._sorted, key=operator.itemgetter(0)):
+            end = start + sum(1 for _ in group)
+            self._ranges[first] = (start, end)
+            start = end
         self.max_length = max(map(len, patterns), default=0)
 
     def __len__(self) -> int:
@@ -154,8 +166,12 @@ class WordAutomaton:
 
     def can_grow(self, text: str) -> bool:
         """Whether some pattern starts with ``text`` and is longer than it."""
-        if not text or len(text) >= self.max_length or text[0] not in self._first:
+        size = len(text)
+        if size <= 2:
+            return text in self._stems1 if size == 1 else size == 2 and text in self._stems2
+        if size >= self.max_length or text[:2] not in self._stems2:
             return False
+        bounds = self._ranges[text[0]]
         patterns = self._sorted
-        i = bisect.bisect_right(patterns, text)
-        return i < len(patterns) and patterns[i].startswith(text)
+        i = bisect.bisect_right(patterns, text, *bounds)
+        return i < bounds[1] and patterns[i].startswith(text)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from daehwa.guard.automaton import WordAutomaton
@@ -57,6 +57,9 @@ class ContentFilter:
                 separators = separators or b"S" in (norm.classes or b"")
         self._words = list(patterns.values())
         self._automaton = WordAutomaton(list(patterns), separators=separators)
+        #: ``can_grow(normalized_text)``: whether some normalised word is a longer
+        #: continuation of ``normalized_text`` (what a stream must hold back).
+        self.can_grow: Callable[[str], bool] = self._automaton.can_grow
 
     @classmethod
     def from_files(cls, paths: Iterable[str | os.PathLike[str]]) -> ContentFilter:
@@ -108,10 +111,6 @@ class ContentFilter:
             original_start, original_end = norm.span(match_start, match_end)
             matches.append(Match(original_start, original_end, words[index]))
         return matches
-
-    def can_grow(self, normalized_text: str) -> bool:
-        """Whether some normalised word is a longer continuation of ``normalized_text``."""
-        return self._automaton.can_grow(normalized_text)
 
 
 def apply_mask(text: str, matches: Sequence[Match], *, char: str = MASK_CHAR) -> str:

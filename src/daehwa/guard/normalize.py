@@ -114,7 +114,16 @@ class Normalized:
     spread-out word may go on, jamo may compose).
     """
 
-    __slots__ = ("_deleted", "_ends", "_shifted", "_starts", "classes", "stable_end", "text")
+    __slots__ = (
+        "_deleted",
+        "_ends",
+        "_shifted",
+        "_starts",
+        "classes",
+        "identity",
+        "stable_end",
+        "text",
+    )
 
     def __init__(
         self,
@@ -135,6 +144,9 @@ class Normalized:
         self._shifted: list[int] | None = None  # computed on first use
         self._starts = starts
         self._ends = ends
+        #: Whether normalised index ``i`` is original index ``i`` (nothing was
+        #: folded away, spliced in or joined).
+        self.identity = starts is None and not deleted
 
     def _folded(self, index: int) -> int:
         if not self._deleted:
@@ -206,8 +218,23 @@ def normalize(text: str, *, open_end: bool = False) -> Normalized:
     With ``open_end`` the text is the beginning of a stream, and
     :attr:`Normalized.stable_end` says how much of it is final.
     """
-    folded = fold(text)
-    return _join_spread(*folded, open_end)
+    raw = text.encode("utf-8", "surrogatepass")
+    classes = raw.translate(_CLASS_TABLE, _CONTINUATION)
+    if _X in classes:
+        return _join_spread(*_fold_special(text, raw, classes), open_end)
+    folded = text
+    if _U in classes:
+        folded = raw.lower().decode("utf-8", "surrogatepass")
+        classes = classes.translate(_UPPER_TO_LETTER)
+    if b"SLS" in b"S" + classes + b"S":
+        return _join_spread(folded, classes, None, None, len(text), open_end)
+    # Plain text (ASCII, Hangul, CJK) with no single-letter piece: normalised
+    # index for index. The common case of a stream's window.
+    if not open_end:
+        return Normalized(folded, len(text))
+    return Normalized(
+        folded, _stable_end(folded, classes, (0, 0), None, None, len(text)), classes=classes
+    )
 
 
 def fold(text: str) -> Folded:
@@ -429,7 +456,7 @@ def _join_spread(
     if b"SLS" not in padded:  # no single-letter piece, so no run (a cheap test)
         stable_end = original_length
         if open_end:
-            stable_end = _stable_end(classes, (0, 0), starts, original_length)
+            stable_end = _stable_end(folded, classes, (0, 0), starts, ends, original_length)
         return Normalized(
             folded, stable_end, classes=classes if open_end else None, starts=starts, ends=ends
         )
@@ -454,7 +481,9 @@ def _join_spread(
         previous = run_end
     stable_end = original_length
     if open_end:
-        stable_end = _stable_end(classes, (run_start, run_end), starts, original_length)
+        stable_end = _stable_end(
+            folded, classes, (run_start, run_end), starts, ends, original_length
+        )
     if not deleted:
         return Normalized(
             folded, stable_end, classes=classes if open_end else None, starts=starts, ends=ends
@@ -482,14 +511,23 @@ def _joined_classes(classes: bytes, deleted: list[int]) -> bytes:
 
 
 def _stable_end(
-    classes: bytes, last_run: tuple[int, int], starts: Sequence[int] | None, length: int
+    folded: str,
+    classes: bytes,
+    last_run: tuple[int, int],
+    starts: Sequence[int] | None,
+    ends: Sequence[int] | None,
+    length: int,
 ) -> int:
     """Where the still-open end of a stream begins, in original offsets.
 
     A single-letter last piece followed by at most ``MAX_GAP`` separators (or
     by nothing) may start or extend a spread-out run: the whole run is open.
-    A longer piece the text ends in may still grow, which only changes its
-    last character (jamo may compose with it; a Latin word may not end there).
+    A longer piece the text ends in may still grow, which can only change its
+    last character, and only if that is a jamo or a syllable composed from
+    jamo (a vowel or a final consonant may follow), or a Latin letter (a
+    Latin word may not end there). Any other letter, such as a Hangul
+    syllable typed as one, is final: "안녕" is stable, the next delta
+    cannot change it.
     """
     letters_end = len(classes.rstrip(b"S"))
     if letters_end == 0:
@@ -498,12 +536,20 @@ def _stable_end(
     piece = classes.rfind(b"S", 0, letters_end) + 1
     if not trailing and letters_end - piece >= 2:
         last = letters_end - 1
+        composed = ends is not None and starts is not None and ends[last] - starts[last] > 1
+        if not composed and _is_final(folded[last]):
+            return length
         return starts[last] if starts is not None else last
     if trailing and not (letters_end - piece == 1 and trailing <= MAX_GAP):
         return length
     if last_run[0] <= piece < last_run[1]:
         piece = last_run[0]
     return starts[piece] if starts is not None else piece
+
+
+def _is_final(char: str) -> bool:
+    """Whether a folded letter at the end of a word stays as it is whatever follows."""
+    return not ("\u1100" <= char <= "\u11ff" or is_latin_letter(char))
 
 
 def _compose_jamo(

@@ -8,13 +8,19 @@ total, exactly ``ContentFilter.mask`` of the whole reply.
 
 What is held back, and why:
 
-* the still-open end of the text (:attr:`Normalized.stable_end`): the last
-  word while it may grow, or a spread-out run ("바 보 ") while it may go on;
+* the still-open end of the text (:attr:`Normalized.stable_end`): a
+  spread-out run ("바 보 ") while it may go on, and the last letter of the last
+  word when the next delta could change it (jamo that may compose) or decide
+  whether a word ends there (a Latin letter). A Hangul syllable typed whole
+  is final at once;
 * from the first place where the text could still become a banned word: the
-  shortest suffix that is a proper beginning of some normalised word.
+  shortest suffix that is a proper beginning of some normalised word. Only a
+  genuine partial match waits; "안녕" goes out as soon as it arrives.
 
 Each position is tested once, when it becomes stable; a position that cannot
-begin a word now never can, so a stream costs a few bisections per delta.
+begin a word now never can. The window kept for context starts at the
+current word (or two letters before the released end inside a long word), so
+each delta normalises only a few characters.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from daehwa.guard.normalize import Normalized, normalize
 __all__ = ["StreamFilter"]
 
 #: Past this many characters kept for context, cut inside a long unspaced word.
-_LONG_WINDOW = 512
+_LONG_WINDOW = 64
 _LETTER = b"L"[0]
 
 
@@ -49,6 +55,8 @@ class StreamFilter:
         self._filter = content_filter
         self._char = char
         self._max_hold = max(max_hold, content_filter.max_length * 4)
+        self._max_length = content_filter.max_length
+        self._can_grow = content_filter.can_grow
         self._window = ""  # the text from absolute offset _base on
         self._base = 0
         self._released = 0  # absolute: everything before has been returned
@@ -92,17 +100,43 @@ class StreamFilter:
     def _advance(self, *, final: bool) -> str:
         window, base = self._window, self._base
         norm = normalize(window, open_end=not final)
-        scan_from = max(self._released, self._covered) - base
-        first = norm.index_at(scan_from)
+        # The common window (Hangul, ASCII, no spread-out letters) is its own
+        # normal form: normalised and original offsets are the same.
+        identity = norm.identity
+        released = self._released - base
+        scan_from = max(released, self._covered - base)
+        first = min(scan_from, len(window)) if identity else norm.index_at(scan_from)
         forced = False
         if final:
             release = len(window)
         else:
-            release = min(norm.stable_end, self._hold_from(norm, first, scan_from))
-            release = max(release, self._released - base)
+            # Hold back from the first stable position whose text up to the stable
+            # end is a proper beginning of some normalised word: only a genuine
+            # partial match waits. A position that cannot begin a word now never
+            # can, so each is tested once (``_checked``).
+            stable_end = norm.stable_end
+            stable = stable_end if identity else norm.index_at(stable_end)
+            checked = self._checked - base
+            q = max(
+                first,
+                checked if identity else norm.index_at(checked),
+                stable - self._max_length,
+            )
+            normalized = norm.text
+            can_grow = self._can_grow
+            while q < stable and not can_grow(normalized[q:stable]):
+                q += 1
+            if q < stable:
+                release = q if identity else norm.span(q, q + 1)[0]
+                self._checked = base + max(release, scan_from)
+                release = min(release, stable_end)
+            else:
+                self._checked = base + stable_end
+                release = stable_end
+            release = max(release, released)
             if len(window) - release > self._max_hold:
                 release, forced = len(window) - self._max_hold, True
-            if release == self._released - base:
+            if release == released:
                 return ""  # nothing new is final: the window stays as it is
         found = self._filter.find_normalized(norm, first)
         text = self._emit(window, base, release, found)
@@ -114,21 +148,6 @@ class StreamFilter:
         else:
             self._window, self._base = "", base + len(window)
         return text
-
-    def _hold_from(self, norm: Normalized, first: int, scan_from: int) -> int:
-        """The original offset from which a banned word could still begin (or the end)."""
-        stable = norm.index_at(norm.stable_end)
-        q = max(first, norm.index_at(self._checked - self._base), stable - self._filter.max_length)
-        text = norm.text
-        can_grow = self._filter.can_grow
-        while q < stable and not can_grow(text[q:stable]):
-            q += 1
-        if q < stable:
-            hold = norm.span(q, q + 1)[0]
-            self._checked = self._base + max(hold, scan_from)
-            return hold
-        self._checked = self._base + norm.stable_end
-        return len(self._window)
 
     def _emit(self, window: str, base: int, release: int, found: list[Match]) -> str:
         """The masked text of ``window[released:release]``; records the decided matches."""
@@ -162,14 +181,16 @@ class StreamFilter:
         """
         classes = norm.classes
         assert classes is not None  # normalised with open_end
-        j = norm.index_at(release)
+        identity = norm.identity
+        j = release if identity else norm.index_at(release)
         if j < len(classes) and classes[j] == _LETTER:
             j = classes.rfind(b"S", 0, j) + 1  # the start of this word
         else:
             last_letter = classes.rfind(b"L", 0, j)  # the start of the word before
             j = classes.rfind(b"S", 0, last_letter) + 1 if last_letter >= 0 else 0
-        cut = norm.span(j, j + 1)[0] if j < len(classes) else release
-        cut = min(cut, release)
+        cut = release
+        if j < len(classes):
+            cut = min(release, j if identity else norm.span(j, j + 1)[0])
         if (
             len(window) - cut > _LONG_WINDOW
             and release >= 2

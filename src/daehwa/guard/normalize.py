@@ -319,7 +319,7 @@ def _fold_special(text: str, raw: bytes, classes: bytes) -> Folded:
         char = text[i]
         folded = _fold(char)
         if folded and _is_lead_jamo(folded[-1]) and _vowel_follows(text, i + 1):
-            compose = resized = True  # spelled-out jamo: composing changes the length
+            compose = True  # spelled-out jamo: composing changes the length
         if len(folded) == 1:
             patched[i] = _class_of(folded)
         else:
@@ -335,6 +335,11 @@ def _fold_special(text: str, raw: bytes, classes: bytes) -> Folded:
             parts.append(folded)
             previous = i + 1
         parts.append(base[previous:])
+        if compose:
+            # One character each so far: the offsets before composing are 0, 1, 2, …
+            n = len(text)
+            iota = _iota(n + 1)
+            return _compose_regions("".join(parts), iota[:n], iota[1 : n + 1], n)
         return Folded("".join(parts), bytes(patched), None, None, len(text))
     # Some characters fold to several or to none ("…" → "...", zero-width → ""): map them.
     # Each folded character still comes from one original character: starts suffice.

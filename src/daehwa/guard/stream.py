@@ -57,6 +57,8 @@ class StreamFilter:
         self._max_hold = max(max_hold, content_filter.max_length * 4)
         self._max_length = content_filter.max_length
         self._can_grow = content_filter.can_grow
+        self._find = content_filter.find_normalized
+        self._empty = not len(content_filter)
         self._window = ""  # the text from absolute offset _base on
         self._base = 0
         self._released = 0  # absolute: everything before has been returned
@@ -81,7 +83,7 @@ class StreamFilter:
             raise RuntimeError("StreamFilter.feed() after flush()")
         if not delta:
             return ""
-        if not len(self._filter):
+        if self._empty:
             self._released += len(delta)
             self._base = self._released
             return delta
@@ -138,15 +140,18 @@ class StreamFilter:
                 release, forced = len(window) - self._max_hold, True
             if release == released:
                 return ""  # nothing new is final: the window stays as it is
-        found = self._filter.find_normalized(norm, first)
-        text = self._emit(window, base, release, found)
+        found = self._find(norm, first)
+        if found or self._covered > base + released:
+            text = self._emit(window, base, release, found)
+        else:
+            text = window[released:release]  # nothing to mask: the common case
         self._released = base + release
-        if not final:
+        if final:
+            self._window, self._base = "", base + len(window)
+        else:
             cut = release if forced else self._cut(norm, window, release)
             self._window = window[cut:]
             self._base = base + cut
-        else:
-            self._window, self._base = "", base + len(window)
         return text
 
     def _emit(self, window: str, base: int, release: int, found: list[Match]) -> str:
@@ -181,6 +186,11 @@ class StreamFilter:
         """
         classes = norm.classes
         assert classes is not None  # normalised with open_end
+        if release == len(window) and classes.endswith(b"S"):
+            # All released, up to a separator: what comes next is read as after a
+            # separator, so nothing before is needed (an open single letter would
+            # not have been released).
+            return release
         identity = norm.identity
         j = release if identity else norm.index_at(release)
         if j < len(classes) and classes[j] == _LETTER:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+from typing import Any
+
 import pytest
 
 from daehwa.config import ContextSettings, ModelSettings
-from daehwa.context.builder import ContextBuilder
+from daehwa.context.builder import BuiltContext, ContextBuilder
 from daehwa.context.recall import Recall
 from daehwa.context.summary import SUMMARY_HEADER
 from daehwa.context.tokens import ScriptedCounter
@@ -319,3 +322,43 @@ async def test_turn_index_is_reused_and_extended_as_the_conversation_grows() -> 
             # A page that moved on (the oldest messages no longer given) is re-indexed.
             history = history[4:]
     assert ("c1", "scripted") in cached._indexes
+
+
+class ThreadNoting(ContextBuilder):
+    """A builder that notes which thread assembled each context."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[int] = []
+
+    def assemble(self, **kwargs: Any) -> BuiltContext:
+        self.threads.append(threading.get_ident())
+        return super().assemble(**kwargs)
+
+
+async def test_a_short_counted_history_is_built_on_the_event_loop() -> None:
+    builder = ThreadNoting()
+    loop_thread = threading.get_ident()
+    history = chat(*FILLER[:3])
+
+    async def build(messages: list[Message]) -> BuiltContext:
+        return await builder.build(
+            system_prompt="비서", conversation=conversation(), history=messages, model=model(500)
+        )
+
+    first = await build(history)  # uncounted messages, a tokenizer never used here yet
+    newest = Message(Role.USER, "새 질문", id="m7", seq=7, conversation_id="c1")
+    await builder.count_before_storing(newest, model(500))
+    second = await build([*history, newest])  # every count is stored now
+    longer = chat(*FILLER, *FILLER)  # more messages than is worth building on the loop
+    for message in longer:
+        await builder.count_before_storing(message, model(500))
+    await build(longer)
+    assert builder.threads[0] != loop_thread
+    assert builder.threads[1:] == [loop_thread, builder.threads[2]]
+    assert builder.threads[2] != loop_thread
+    assert [m.content for m in second.messages] == [
+        *[m.content for m in first.messages],
+        "새 질문",
+    ]
+    assert second.updated == []

@@ -414,7 +414,7 @@ class ChatService:
         outcome = Outcome()
         built: BuiltContext | None = None
 
-        def counter_of(built: BuiltContext | None) -> ModelSettings | None:
+        def count_with() -> ModelSettings | None:
             # Once the context is built, the model's tokenizer is loaded: count the reply too.
             return self.settings.models[model_name] if built is not None else None
 
@@ -442,13 +442,13 @@ class ChatService:
             )
         except asyncio.CancelledError:
             outcome.cancelled(run.stop_requested)
-            await asyncio.shield(self._finish(run, reply, outcome, counter_of(built)))
+            await asyncio.shield(self._finish(run, reply, outcome, count_with()))
             if not run.stop_requested:
                 raise
             return
         except Exception as exc:
             outcome.fail(exc, reply.id)
-        await asyncio.shield(self._finish(run, reply, outcome, counter_of(built)))
+        await asyncio.shield(self._finish(run, reply, outcome, count_with()))
         if built is not None and built.needs_upkeep:
             self._schedule_upkeep(conversation, built)
 

@@ -9,10 +9,14 @@ of 100 users, then measures, one call at a time, on random conversations:
 - ``last 50``: ``list_messages(limit=50)``, what each turn and each page load does;
 - ``list convs``: ``list_conversations(limit=20)`` of a random user.
 
+Each is given as p50 and p99 latency, and as the CPU time of this process per
+call (all its threads; a database server's own CPU is not included).
+
 Loading takes the fast path of each backend (SQLite ``executemany`` in one
 transaction, PostgreSQL ``COPY``, Redis the store's own append script
 pipelined), so a million messages load in minutes. For the SQL stores the
-plans of the hot queries are printed, to show each one uses an index.
+plans of the store's own hot statements are printed, to show each one uses an
+index.
 
 Run from the repository root (PostgreSQL and Redis on 127.0.0.1)::
 
@@ -41,7 +45,6 @@ if __package__ in (None, ""):  # run as a script: make ``bench`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import orjson
-from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from daehwa.messages import Message, Role, new_id
@@ -106,13 +109,21 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def timed(calls: int, make: Callable[[int], Awaitable[object]]) -> list[float]:
+class Samples(list[float]):
+    """Milliseconds of each call, and the CPU milliseconds of this process per call."""
+
+    cpu: float = 0.0
+
+
+async def timed(calls: int, make: Callable[[int], Awaitable[object]]) -> Samples:
     """Milliseconds of each of ``calls`` sequential awaits."""
-    spent: list[float] = []
+    spent = Samples()
+    cpu = time.process_time()
     for n in range(calls):
         started = time.perf_counter()
         await make(n)
         spent.append((time.perf_counter() - started) * 1000)
+    spent.cpu = (time.process_time() - cpu) * 1000 / calls
     return spent
 
 
@@ -289,35 +300,59 @@ async def load_redis(store: RedisStore, data: Dataset) -> None:
 # -- plans -----------------------------------------------------------------------
 
 
+def _plan_statements(
+    dialect: str, cid: str, uid: str, since: Any
+) -> dict[str, tuple[str, tuple[Any, ...]]]:
+    """The store's own hot statements, with arguments from the dataset."""
+    if dialect == "postgresql":
+        from daehwa.store import postgres as q
+
+        empty: list[Any] = [None]
+        return {
+            "last 50 messages": (q._NEWEST, (cid, 51)),
+            "messages since": (q._SINCE, (cid, since, q._NO_SEQ, 51)),
+            "by request id": (q._BY_REQUEST_ID, (cid, "r")),
+            "one message (get, update_message)": (q._GET_MESSAGE, ("m",)),
+            "conversations of a user": (q._LIST_CONVERSATIONS, (uid, 21)),
+            "append (one statement)": (
+                q._APPEND,
+                (cid, 1, START, ["m"], ["user"], ["x"], ["complete"], *[empty] * 5, ["{}"]),
+            ),
+            "streaming replies": (q._STREAMING_BEFORE, (START,)),
+            "mark_interrupted()": (q._MARK_ALL, (START,)),
+            "mark_interrupted(ids)": (q._MARK_THESE, (START, ["m"])),
+            "search (substring)": (q._SEARCH, (uid, "%최적화 데이터%", 20)),
+        }
+    from daehwa.store import sqlite as q  # type: ignore[no-redef]
+
+    return {
+        "last 50 messages": (q._NEWEST, (cid, 51)),
+        "messages since": (q._SINCE, (cid, since, q._NO_SEQ, 51)),
+        "by request id": (q._BY_REQUEST_ID, (cid, "r")),
+        "one message (get, update_message)": (q._GET_MESSAGE, ("m",)),
+        "conversations of a user": (q._LIST_CONVERSATIONS, (uid, 21)),
+        "append: seq counter": (q._BUMP_SEQ, (1, cid)),
+        "streaming replies": (q._STREAMING_BEFORE, (since,)),
+        "mark_interrupted()": (q._MARK_ALL, (since,)),
+        "mark_interrupted(ids)": (q._MARK_THESE, (since, '["m"]')),
+        "search (substring)": (q._SEARCH, (uid, "%최적화 데이터%", 20)),
+    }
+
+
 async def print_plans(store: SqlStore, data: Dataset) -> None:
-    """The plans of the store's hot queries, with the dataset's real ids."""
+    """The plans of the store's own hot statements, with the dataset's real ids."""
     cid, uid = data.conversation_ids[len(data.conversation_ids) // 2], data.owner(0)
     since = _sql_time(data.created(1, 1), store.dialect)
-    queries = {
-        "last 50 messages": "SELECT * FROM messages WHERE conversation_id = :cid "
-        "ORDER BY seq DESC LIMIT 51",
-        "messages since": "SELECT * FROM messages WHERE conversation_id = :cid "
-        "AND created_at >= :since ORDER BY seq LIMIT 51",
-        "by request id": "SELECT * FROM messages WHERE conversation_id = :cid "
-        "AND request_id = 'r' ORDER BY seq LIMIT 1",
-        "conversations of a user": "SELECT * FROM conversations WHERE user_id = :uid "
-        "ORDER BY updated_at DESC, id DESC LIMIT 21",
-        "append: seq counter": "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = :cid",
-        "mark_interrupted": "UPDATE messages SET status = 'incomplete' WHERE status = 'streaming'",
-        "search (substring)": "SELECT * FROM messages WHERE conversation_id IN "
-        "(SELECT id FROM conversations WHERE user_id = :uid) AND content "
-        + ("ILIKE" if store.dialect == "postgresql" else "LIKE")
-        + " '%최적화 데이터%' ORDER BY created_at DESC LIMIT 20",
-    }
-    explain = "EXPLAIN" if store.dialect == "postgresql" else "EXPLAIN QUERY PLAN"
+    statements = _plan_statements(store.dialect, cid, uid, since)
     async with store.engine.connect() as conn:
-        for name, sql in queries.items():
-            rows = (
-                await conn.execute(
-                    text(f"{explain} {sql}"), {"cid": cid, "uid": uid, "since": since}
-                )
-            ).all()
-            plan = [str(r[0]) if store.dialect == "postgresql" else str(r[-1]) for r in rows]
+        raw = (await conn.get_raw_connection()).driver_connection
+        assert raw is not None
+        for name, (sql, args) in statements.items():
+            if store.dialect == "postgresql":
+                plan = [str(r[0]) for r in await raw.fetch(f"EXPLAIN {sql}", *args)]
+            else:
+                async with raw.execute(f"EXPLAIN QUERY PLAN {sql}", args) as cursor:
+                    plan = [str(r[-1]) for r in await cursor.fetchall()]
             print(f"  {name}:")
             for line in plan:
                 print(f"      {line}")
@@ -433,6 +468,7 @@ async def main(args: argparse.Namespace) -> None:
         for metric in metrics:
             samples = figures[metric]
             cells += [f"{percentile(samples, 0.5):.2f}", f"{percentile(samples, 0.99):.2f}"]
+        cells += [f"{figures[metric].cpu:.2f}" for metric in metrics]
         return f"| {name} | " + " | ".join(cells) + " |"
 
     for kind in args.stores.split(","):
@@ -458,8 +494,9 @@ async def main(args: argparse.Namespace) -> None:
 
     print(f"\n{data.messages:,} messages, {data.conversations:,} conversations, ms per call:")
     header = " | ".join(f"{m} p{q}" for m in metrics for q in (50, 99))
-    print(f"| store | load (s) | {header} |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    cpu = " | ".join(f"{m} CPU" for m in metrics)
+    print(f"| store | load (s) | {header} | {cpu} |")
+    print("|---|" + "---:|" * 10)
     for name, figures in report.items():
         print(row(name, figures))
 

@@ -484,8 +484,17 @@ _SEARCH = (
     "(SELECT id FROM conversations WHERE user_id = ?) AND content LIKE ? ESCAPE '\\' "
     "ORDER BY created_at DESC, seq DESC, id DESC LIMIT ?"
 )
-_STREAMING_BEFORE = "SELECT id FROM messages WHERE status = 'streaming' AND created_at < ?"
-_MARK_ALL = "UPDATE messages SET status = 'incomplete', updated_at = ? WHERE status = 'streaming'"
+# SQLite's statistics call the status index unselective (nearly every message
+# is "complete"), so its planner would rather skip-scan another index; the few
+# streaming rows are exactly what the status index finds at once.
+_STREAMING_BEFORE = (
+    "SELECT id FROM messages INDEXED BY ix_messages_status "
+    "WHERE status = 'streaming' AND created_at < ?"
+)
+_MARK_ALL = (
+    "UPDATE messages INDEXED BY ix_messages_status SET status = 'incomplete', updated_at = ? "
+    "WHERE status = 'streaming'"
+)
 _MARK_THESE = (
     "UPDATE messages SET status = 'incomplete', updated_at = ? WHERE status = 'streaming' "
     "AND id IN (SELECT value FROM json_each(?))"

@@ -141,3 +141,21 @@ async def test_a_chat_frame_beyond_the_bound_gets_a_busy_error_frame(
     assert await history(server, me, second) == []
     model.gate.set()
     await ws.close()
+
+
+async def test_a_completion_beyond_the_bound_is_refused_too(make_server: ServerFactory) -> None:
+    model = GatedModel()
+    server = await make_server(
+        {"gated": model}, chat={"max_running_replies": 1, "reply_queue_timeout": 0}
+    )
+    me = await server.user("minji")
+    body = {"model": "gated", "messages": [{"role": "user", "content": "안녕"}]}
+    running = asyncio.create_task(server.call("POST", "/v1/chat/completions", me, json=body))
+    await model.until_started(1)
+    status, data = await server.call("POST", "/v1/chat/completions", me, json=body)
+    assert (status, data["error"]["code"]) == (503, "busy")
+    assert model.started == 1
+    model.gate.set()
+    status, data = await running
+    assert status == 200
+    assert data["choices"][0]["message"]["content"] == "시작 끝"

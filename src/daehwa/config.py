@@ -87,7 +87,7 @@ class ChatSettings(Section):
     max_content_chars: int = Field(32_000, gt=0)
     # Replies this process generates at once; a turn beyond them is refused with
     # 503 busy before anything is stored (docs/configuration.md: how to size it).
-    max_running_replies: int = Field(256, ge=1)
+    max_running_replies: int = Field(100, ge=1)
     # Seconds a turn beyond max_running_replies waits for a slot before that refusal.
     reply_queue_timeout: float = Field(1.0, ge=0)
 

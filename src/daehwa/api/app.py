@@ -72,10 +72,13 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DaehwaError)
     async def daehwa_error(request: Request, exc: DaehwaError) -> Response:
         field = exc.field if isinstance(exc, InvalidInput) else None
-        headers = {"www-authenticate": "Bearer"} if exc.status == 401 else None
         response = json_response(error_body(exc.code, exc.message, field), exc.status)
-        if headers:
-            response.headers.update(headers)
+        if exc.status == 401:
+            response.headers["www-authenticate"] = "Bearer"
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            # Refused before anything was stored: the client may send again after this.
+            response.headers["retry-after"] = str(retry_after)
         return response
 
     @app.exception_handler(RequestValidationError)

@@ -18,7 +18,6 @@ from daehwa.api.deps import (
     read_json,
 )
 from daehwa.api.sse import EventStreamResponse
-from daehwa.chat.admission import RepliesBusy
 from daehwa.chat.export import to_markdown
 from daehwa.errors import ContentBlocked, InvalidInput, NotFound
 from daehwa.events import Envelope, Error
@@ -130,12 +129,8 @@ async def send_message(conversation_id: str, request: Request, user: Caller) -> 
     request_id = optional_str(body, "request_id")
     try:
         # The service checks the owner: the conversation is read once per turn.
+        # Beyond capacity it raises RepliesBusy: 503 with Retry-After, nothing stored.
         turn = await service.send(user, conversation_id, body["content"], request_id=request_id)
-    except RepliesBusy as exc:
-        # Refused before anything was stored: the client may simply send again later.
-        response = json_response({"error": {"code": exc.code, "message": exc.message}}, exc.status)
-        response.headers["retry-after"] = str(exc.retry_after)
-        return response
     except ContentBlocked as exc:
         if not wants_event_stream(request):
             raise

@@ -200,6 +200,7 @@ model = "bench"
 
 [chat]
 default_model = "up"
+max_running_replies = {self.args.max_concurrency}
 
 [context]
 recall = false
@@ -381,7 +382,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--deadline", type=float, default=120.0, help="bound of each point (s)")
     parser.add_argument("--idle", type=int, default=10_000, help="idle WebSockets (0: skip)")
     parser.add_argument("--overload", type=int, default=0, help="C for the overload run (0: skip)")
-    parser.add_argument("--max-concurrency", type=int, default=1000, help="daehwa's bulkhead")
+    parser.add_argument(
+        "--max-concurrency",
+        type=int,
+        default=1000,
+        help="daehwa's bulkhead and admission bound ([chat] max_running_replies)",
+    )
     parser.add_argument("--words", type=int, default=100_000, help="banned words in the filter")
     parser.add_argument("--scenario", default=SCENARIO)
     parser.add_argument(

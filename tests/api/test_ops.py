@@ -17,6 +17,9 @@ async def test_metrics_count_replies(make_server: ServerFactory) -> None:
     assert 'daehwa_replies_total{model="scripted",status="complete"} 1' in text
     assert "daehwa_first_token_seconds_count 1" in text
     assert "daehwa_active_runs 0" in text
+    assert 'daehwa_reply_slots{state="limit"} 100' in text
+    assert 'daehwa_reply_slots{state="running"} 0' in text
+    assert "daehwa_turns_refused_total 0" in text
 
 
 async def test_password_login_sets_an_httponly_cookie(make_server: ServerFactory) -> None:

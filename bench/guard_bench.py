@@ -3,10 +3,13 @@
 - ``build``: time and memory to build a :class:`ContentFilter` of N words.
 - ``scan``: median and p99 of ``ContentFilter.scan`` (normalisation included)
   on a 1,000-character Korean+English message: clean, with three banned words
-  (one spread out), and one that takes the slow normalisation path.
+  (one spread out), and ones that take the slower normalisation paths; each
+  also as a multiple of the bare automaton over the clean message, measured in
+  the same run (``--stages``: fold, spread-out runs and automaton apart).
 - ``automata``: ahocorasick-rs against pyahocorasick on the same words and
   normalised message (pyahocorasick only if installed: it is not a dependency).
-- ``stream``: CPU time the :class:`StreamFilter` adds per streamed token.
+- ``stream``: CPU time the :class:`StreamFilter` adds per streamed token, and
+  how many characters it holds back after a token.
 - ``false positives``: share of clean generated Korean sentences flagged, for
   three spacing policies; ``evasions``: share of disguised forms caught.
 
@@ -14,6 +17,7 @@ Run from the repository root::
 
     .venv/bin/python -m bench.guard_bench            # everything, 100,000 words
     .venv/bin/python -m bench.guard_bench --quick    # fewer runs
+    .venv/bin/python -m bench.guard_bench --stages   # also where a scan's time goes
 """
 
 from __future__ import annotations
@@ -112,6 +116,28 @@ def bench_scan(content_filter: ContentFilter, length: int, runs: int) -> None:
     # The stream filter normalises its (small) window with the joined text.
     median, p99 = _timed(partial(normalize, clean, open_end=True), runs)
     print(f"normalize() of the clean message, joined text (the stream's path): {median:.1f} µs")
+
+
+def bench_stages(content_filter: ContentFilter, length: int, runs: int) -> None:
+    """Where a scan's time goes: each stage timed alone on the clean message."""
+    from daehwa.guard.normalize import fold, spread_runs
+
+    message = mixed_message(length)
+    folded = fold(message)
+    automaton = content_filter._automaton._automaton
+    assert automaton is not None
+    stages: dict[str, Callable[[], object]] = {
+        "fold (per-character folding, offsets)": partial(fold, message),
+        "spread-out runs found and joined": partial(spread_runs, folded.text, folded.classes),
+        # A new string each time, as in scan: the automaton encodes it to UTF-8 first.
+        "automaton, folded text": lambda: automaton.find_matches_as_indexes(
+            folded.text + "", overlapping=True
+        ),
+        "whole scan": partial(content_filter.scan, message),
+    }
+    for name, fn in stages.items():
+        median, p99 = _timed(fn, runs)
+        print(f"stage {name:38s} median {median:6.1f} µs, p99 {p99:7.1f} µs")
 
 
 def bench_automata(words: list[str], length: int, runs: int, *, dfa: bool = False) -> None:
@@ -252,6 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sentences", type=int, default=20_000, help="clean corpus size")
     parser.add_argument("--quick", action="store_true", help="fewer runs (smoke test)")
     parser.add_argument("--dfa", action="store_true", help="also the DFA (about 250 MB)")
+    parser.add_argument("--stages", action="store_true", help="time the stages of a scan")
     args = parser.parse_args(argv)
     runs = 300 if args.quick else args.runs
     sample = read_word_files([SAMPLE_WORDS])
@@ -265,6 +292,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     content_filter = bench_build(words)
     bench_scan(content_filter, args.length, runs)
+    if args.stages:
+        bench_stages(content_filter, args.length, runs)
     bench_automata(words, args.length, runs, dfa=args.dfa)
     bench_stream(content_filter, 5 if args.quick else 30)
     bench_false_positives(sample, 2000 if args.quick else args.sentences)

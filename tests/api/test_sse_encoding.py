@@ -81,10 +81,10 @@ async def never_disconnects() -> Any:
     await asyncio.Event().wait()
 
 
-async def gated(gate: asyncio.Event) -> AsyncIterator[Envelope]:
+async def gated(gate: asyncio.Event) -> AsyncIterator[list[Envelope]]:
     await gate.wait()
-    yield Envelope.of(1, Delta("안녕"))
-    yield Envelope.of(2, Done("m", "complete", "stop", {}))
+    yield [Envelope.of(1, Delta("안녕"))]
+    yield [Envelope.of(2, Done("m", "complete", "stop", {}))]
 
 
 async def test_a_quiet_stream_gets_pings_and_a_frame_never_overlaps_one() -> None:
@@ -103,3 +103,16 @@ async def test_a_quiet_stream_gets_pings_and_a_frame_never_overlaps_one() -> Non
     assert socket.log.index("ping sent") < socket.log.index(frames[0])
     events = SSEDecoder().feed("".join(frames).encode())
     assert [(e.id, e.event) for e in events] == [("1", "delta"), ("2", "done")]
+
+
+async def test_events_ready_together_go_out_in_one_write() -> None:
+    async def behind() -> AsyncIterator[list[Envelope]]:
+        yield [Envelope.of(seq, Delta(text)) for seq, text in enumerate(TRICKY, start=1)]
+        yield [Envelope.of(len(TRICKY) + 1, Done("m", "complete", "stop", {}))]
+
+    socket = Socket()
+    await EventStreamResponse(behind())({"type": "http"}, never_disconnects, socket.send)
+    assert len(socket.log) == 2
+    events = SSEDecoder().feed("".join(socket.log).encode())
+    assert [orjson.loads(e.data).get("text") for e in events[:-1]] == TRICKY
+    assert [e.id for e in events] == [str(seq) for seq in range(1, len(TRICKY) + 2)]

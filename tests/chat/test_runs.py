@@ -1,8 +1,9 @@
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 
-from daehwa.chat.runs import MemoryRunLog, Run, RunRegistry
+from daehwa.chat.runs import MemoryRunLog, Run, RunLog, RunRegistry
 from daehwa.errors import NotFound
 from daehwa.events import Delta, Done, Envelope
 
@@ -107,3 +108,38 @@ async def test_finished_logs_expire() -> None:
     await log.open("new")
     assert not await log.exists("old")
     assert await log.exists("new")
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def run_log(request: pytest.FixtureRequest) -> AsyncIterator[RunLog]:
+    if request.param == "memory":
+        log: RunLog = MemoryRunLog()
+    else:
+        from daehwa.chat.redis_runs import RedisRunLog
+
+        redis_url = request.getfixturevalue("redis_url")
+        log = await RedisRunLog.connect(redis_url, prefix=request.getfixturevalue("redis_prefix"))
+    try:
+        yield log
+    finally:
+        await log.aclose()
+
+
+async def test_a_reader_behind_gets_what_it_missed_in_one_batch(run_log: RunLog) -> None:
+    await run_log.open("r1")
+    for seq in range(1, 4):
+        await run_log.append("r1", Envelope.of(seq, Delta(str(seq))))
+    batches = run_log.follow_batches("r1", after=1)
+    assert [e.seq for e in await anext(batches)] == [2, 3]
+    # Then live: each event as it comes, up to and including the terminal one.
+    await run_log.append("r1", Envelope.of(4, Delta("4")))
+    assert [e.seq for e in await anext(batches)] == [4]
+    await run_log.append("r1", Envelope.of(5, Done("r1", "complete", "stop", {})))
+    await run_log.append("r1", Envelope.of(6, Delta("after the end")))
+    assert [e.seq for e in await anext(batches)] == [5]
+    with pytest.raises(StopAsyncIteration):
+        await anext(batches)
+    # A late reader gets the whole log at once, cut at the terminal event.
+    whole = [batch async for batch in run_log.follow_batches("r1")]
+    assert [[e.seq for e in batch] for batch in whole] == [[1, 2, 3, 4, 5]]
+    assert [e.seq async for e in run_log.follow("r1", after=3)] == [4, 5]

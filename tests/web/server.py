@@ -94,10 +94,16 @@ class ConnectionCutter:
             elif message["type"] == "http.response.body" and budget is not None:
                 body = message.get("body", b"")
                 if b"event:" in body:
-                    if deltas >= budget:
-                        self.cuts += 1
-                        raise ConnectionCut(f"cut after {deltas} deltas")
-                    deltas += body.count(b"event: delta")
+                    # One write may carry several frames: the cut falls between two of them.
+                    kept: list[bytes] = []
+                    for frame in body.split(b"\n\n")[:-1]:
+                        if deltas >= budget:
+                            if kept:
+                                await send({**message, "body": b"\n\n".join(kept) + b"\n\n"})
+                            self.cuts += 1
+                            raise ConnectionCut(f"cut after {deltas} deltas")
+                        deltas += frame.count(b"event: delta")
+                        kept.append(frame)
             await send(message)
 
         await self.app(scope, receive, cutting_send)

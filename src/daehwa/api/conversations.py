@@ -137,7 +137,7 @@ async def send_message(conversation_id: str, request: Request, user: Caller) -> 
         # A streaming client gets the refusal as the stream's one (terminal) event.
         return EventStreamResponse(_single(Error(exc.code, exc.message)))
     if wants_event_stream(request):
-        return EventStreamResponse(service.replay(turn.reply_id, after=0))
+        return EventStreamResponse(service.replay_batches(turn.reply_id, after=0))
     await service.runs.wait(turn.reply_id)
     reply = await service.store.get_message(turn.reply_id)
     return json_response(
@@ -148,8 +148,8 @@ async def send_message(conversation_id: str, request: Request, user: Caller) -> 
     )
 
 
-async def _single(event: Error) -> AsyncIterator[Envelope]:
-    yield Envelope.of(1, event)
+async def _single(event: Error) -> AsyncIterator[list[Envelope]]:
+    yield [Envelope.of(1, event)]
 
 
 @router.get("/{conversation_id}/export")
@@ -188,7 +188,7 @@ async def resume_events(
                 raise InvalidInput(
                     "Last-Event-ID must be an integer", field="Last-Event-ID"
                 ) from None
-    return EventStreamResponse(service.replay(message_id, after=after or 0))
+    return EventStreamResponse(service.replay_batches(message_id, after=after or 0))
 
 
 @router.post("/{conversation_id}/messages/{message_id}/stop")

@@ -148,10 +148,13 @@ async def chat_completions(request: Request, user: Caller) -> Response:
     completion = _Completion(
         model, bool(isinstance(options, dict) and options.get("include_usage"))
     )
-    events = service.replay(run_id)
     if body.get("stream"):
-        return EventStreamResponse(events, encode=completion.absorb, closing=b"data: [DONE]\n\n")
-    async for envelope in events:
+        return EventStreamResponse(
+            service.replay_batches(run_id),
+            encode=completion.absorb,
+            closing=b"data: [DONE]\n\n",
+        )
+    async for envelope in service.replay(run_id):
         completion.absorb(envelope)
     if completion.error is not None:
         return json_response({"error": completion.error}, 502)

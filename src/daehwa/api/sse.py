@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import orjson
@@ -39,6 +39,10 @@ def encode_event(envelope: Envelope) -> bytes:
 class EventStreamResponse(Response):
     """Streams envelopes as SSE until the terminal event or the client leaves.
 
+    ``events`` yields lists of the envelopes that are ready together: a list
+    goes out in one ``send``, so a reader that fell behind catches up with one
+    write instead of one per event.
+
     Sending, keep-alive pings and watching for disconnect run as concurrent
     tasks; the first to finish ends the others. Leaving never stops the run
     that produces the events: it only stops this reader. A ping goes out only
@@ -50,7 +54,7 @@ class EventStreamResponse(Response):
 
     def __init__(
         self,
-        events: AsyncIterator[Envelope],
+        events: AsyncIterator[Sequence[Envelope]],
         *,
         encode: Callable[[Envelope], bytes | None] = encode_event,
         closing: bytes = b"",
@@ -110,10 +114,13 @@ class EventStreamResponse(Response):
 
     async def _stream(self, send: Send) -> None:
         encode = self.encode
-        async for envelope in self.events:
-            frame = encode(envelope)
-            if frame:
-                await self._write(send, frame)
+        async for batch in self.events:
+            if len(batch) == 1:
+                body = encode(batch[0])
+            else:
+                body = b"".join([frame for e in batch if (frame := encode(e))])
+            if body:
+                await self._write(send, body)
         if self.closing:
             await self._write(send, self.closing)
 

@@ -28,6 +28,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from daehwa.chat.runs import until_terminal
 from daehwa.errors import NotFound, StoreError
 from daehwa.events import Envelope
 
@@ -116,17 +117,22 @@ class RedisRunLog:
             await self.client.xadd(key, fields, id=f"0-{envelope.seq}")
 
     async def follow(self, run_id: str, after: int = 0) -> AsyncIterator[Envelope]:
+        async for batch in self.follow_batches(run_id, after):
+            for envelope in batch:
+                yield envelope
+
+    async def follow_batches(self, run_id: str, after: int = 0) -> AsyncIterator[list[Envelope]]:
         key = self._key(run_id)
         last = max(after, 0)
         entries: Any = await self.client.xrange(key, min=f"(0-{last}" if last else "-", max="+")
         if not entries and not await self.exists(run_id):
             raise NotFound(f"no event log for message {run_id}")
         while True:
-            for entry_id, fields in entries:
-                envelope = _envelope(entry_id, fields)
-                last = envelope.seq
-                yield envelope
-                if envelope.terminal:
+            if entries:
+                ready = until_terminal([_envelope(i, fields) for i, fields in entries])
+                last = ready[-1].seq
+                yield ready
+                if ready[-1].terminal:
                     return
             if await self.client.get(key + ":state") != b"running":
                 # Finished (or gone): whatever is left is all there will be.

@@ -41,6 +41,14 @@ class RunLog(Protocol):
         """
         ...
 
+    def follow_batches(self, run_id: str, after: int = 0) -> AsyncIterator[list[Envelope]]:
+        """What :meth:`follow` yields, as lists of the events that are ready together.
+
+        A reader that falls behind gets all it missed in one list (and writes it
+        to its socket at once); one that keeps up gets one event per list.
+        """
+        ...
+
     async def finish(self, run_id: str) -> None:
         """Mark the log complete; it is kept for the configured time, then dropped."""
         ...
@@ -102,19 +110,25 @@ class MemoryRunLog:
         entry.changed = asyncio.Event()
 
     async def follow(self, run_id: str, after: int = 0) -> AsyncIterator[Envelope]:
+        async for batch in self.follow_batches(run_id, after):
+            for envelope in batch:
+                yield envelope
+
+    async def follow_batches(self, run_id: str, after: int = 0) -> AsyncIterator[list[Envelope]]:
         entry = self._logs.get(run_id)
         if entry is None:
             raise NotFound(f"no event log for message {run_id}")
+        # Sequence numbers start at 1 and have no gaps: seq n is at index n - 1.
         index = max(after, 0)
         while True:
             events = entry.events
-            while index < len(events):
-                envelope = events[index]
-                index += 1
-                if envelope.seq > after:
-                    yield envelope
-                if envelope.terminal:
+            if index < len(events):
+                ready = until_terminal(events[index:])
+                index = len(events)
+                yield ready
+                if ready[-1].terminal:
                     return
+                continue
             if entry.finished_at is not None:
                 return
             await entry.changed.wait()
@@ -144,6 +158,14 @@ class MemoryRunLog:
 
     async def aclose(self) -> None:
         self._logs.clear()
+
+
+def until_terminal(batch: list[Envelope]) -> list[Envelope]:
+    """``batch`` up to and including its terminal event (nothing comes after one)."""
+    for index, envelope in enumerate(batch):
+        if envelope.terminal:
+            return batch[: index + 1]
+    return batch
 
 
 class Run:

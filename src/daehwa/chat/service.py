@@ -350,19 +350,28 @@ class ChatService:
             return self.runs.log.follow(reply_id, after)
         return self._replay(reply_id, after)
 
-    async def _replay(self, reply_id: str, after: int) -> AsyncIterator[Envelope]:
+    def replay_batches(self, reply_id: str, *, after: int = 0) -> AsyncIterator[list[Envelope]]:
+        """What :meth:`replay` yields, as lists of the events ready together."""
+        if self.runs.get(reply_id) is not None:
+            return self.runs.log.follow_batches(reply_id, after)
+        return self._replay_batches(reply_id, after)
+
+    async def _replay_batches(self, reply_id: str, after: int) -> AsyncIterator[list[Envelope]]:
         try:
-            async for envelope in self.runs.log.follow(reply_id, after):
-                yield envelope
+            async for batch in self.runs.log.follow_batches(reply_id, after):
+                yield batch
             return
         except NotFound:
             pass
         message = await self.store.get_message(reply_id)
         if message is None:
-            yield Envelope.of(after + 1, Error("not_found", f"reply {reply_id} not found"))
+            yield [Envelope.of(after + 1, Error("not_found", f"reply {reply_id} not found"))]
             return
-        for envelope in stored_events(message):
-            if envelope.seq > after:
+        yield [envelope for envelope in stored_events(message) if envelope.seq > after]
+
+    async def _replay(self, reply_id: str, after: int) -> AsyncIterator[Envelope]:
+        async for batch in self._replay_batches(reply_id, after):
+            for envelope in batch:
                 yield envelope
 
     async def _build_context(

@@ -229,6 +229,19 @@ def bench_stream(content_filter: ContentFilter, repeats: int) -> None:
         f"stream: characters held after a token, mean {statistics.mean(held):.2f}, "
         f"max {max(held)}; first text released with token {first}"
     )
+    # The fake upstream's reply in two-character tokens: its first word is split.
+    from tests.fakes.openai_upstream import DEFAULT_TEXT
+
+    stream = StreamFilter(content_filter)
+    held, first = [], None
+    for k in range(0, len(DEFAULT_TEXT), 2):
+        if stream.feed(DEFAULT_TEXT[k : k + 2]) and first is None:
+            first = k // 2 + 1
+        held.append(stream.held)
+    print(
+        f"stream, fake upstream reply ({len(held)} tokens of 2 characters): characters held "
+        f"after a token, mean {statistics.mean(held):.2f}; first text released with token {first}"
+    )
 
 
 # Separators (not the invisible characters, which normalisation drops anyway).

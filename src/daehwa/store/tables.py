@@ -218,23 +218,32 @@ def conversation_from_row(row: Sequence[Any], when: TimeReader) -> Conversation:
     )
 
 
+_ROLES = {role.value: role for role in Role}
+_STATUSES = {status.value: status for status in MessageStatus}
+
+
 def message_from_row(row: Sequence[Any], when: TimeReader) -> Message:
     """A :class:`Message` from a row of ``MESSAGE_COLUMNS`` (JSON as text)."""
-    tool_calls = _json_or_none(row[7])
+    # A page builds up to hundreds of these: plain lookups instead of enum calls,
+    # no JSON parse for the usual empty values, positional arguments in the
+    # order of Message's fields.
+    usage, tool_calls, metadata = row[6], row[7], row[11]
     return Message(
-        role=Role(row[3]),
-        content=row[4],
-        id=row[0],
-        conversation_id=row[1],
-        status=MessageStatus(row[5]),
-        seq=row[2],
-        created_at=when(row[12]),
-        usage=Usage.from_dict(_json_or_none(row[6])),
-        tool_calls=[ToolCall.from_dict(c) for c in tool_calls] if tool_calls is not None else None,
-        tool_call_id=row[8],
-        request_id=row[9],
-        model=row[10],
-        metadata=dict(_json_or_none(row[11]) or {}),
+        _ROLES[row[3]],
+        row[4],
+        row[0],
+        row[1],
+        _STATUSES[row[5]],
+        row[2],
+        when(row[12]),
+        Usage.from_dict(orjson.loads(usage)) if usage is not None else None,
+        [ToolCall.from_dict(c) for c in orjson.loads(tool_calls)]
+        if tool_calls is not None
+        else None,
+        row[8],
+        row[9],
+        row[10],
+        {} if metadata is None or metadata == "{}" else dict(orjson.loads(metadata) or {}),
     )
 
 

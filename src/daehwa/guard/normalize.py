@@ -251,7 +251,7 @@ def fold(text: str) -> Folded:
     return Folded(folded, classes, None, None, len(text))
 
 
-class SpreadRuns(NamedTuple):
+class SpreadRuns:
     """The runs of single-letter pieces of a folded text, joined.
 
     ``joined`` has each run's letters, runs apart by ``"\x00"`` (never in a
@@ -261,10 +261,29 @@ class SpreadRuns(NamedTuple):
     ``start``, ``start + 2`` …); otherwise it lists each run's letter indices.
     """
 
-    joined: str
-    starts: list[int]
-    ends: list[int]
-    letters: list[list[int]] | None
+    __slots__ = ("_ends", "_stops", "joined", "letters", "starts")
+
+    def __init__(
+        self,
+        joined: str,
+        starts: list[int],
+        *,
+        ends: list[int] | None = None,
+        stops: list[int] | None = None,
+        letters: list[list[int]] | None = None,
+    ) -> None:
+        self.joined = joined
+        self.starts = starts
+        self._ends = ends
+        self._stops = stops  # alternating runs: each end plus one, made into ends on demand
+        self.letters = letters
+
+    @property
+    def ends(self) -> list[int]:
+        """After each run's last letter."""
+        if self._ends is None:
+            self._ends = list(map(sub, self._stops or [], repeat(1)))
+        return self._ends
 
     def letter(self, k: int, j: int) -> int:
         """The folded index of letter ``j`` of run ``k``."""
@@ -292,11 +311,10 @@ def spread_runs(text: str, classes: bytes) -> SpreadRuns | None:
         spans = list(chain.from_iterable(map(_SPAN, _ALTERNATING_RUN.finditer(padded))))
         if not spans:
             return None
-        starts = spans[0::2]
-        ends = list(map(sub, spans[1::2], repeat(1)))
-        cut = text.__getitem__
-        joined = "\x00".join(map(cut, map(slice, starts, ends, repeat(2))))
-        return SpreadRuns(joined, starts, ends, None)
+        # A match ends one past its run's end: with step 2, slicing to it takes the same letters.
+        starts, stops = spans[0::2], spans[1::2]
+        joined = "\x00".join(map(text.__getitem__, map(slice, starts, stops, repeat(2))))
+        return SpreadRuns(joined, starts, stops=stops)
     starts, ends, letters, pieces = [], [], [], []
     for found in _RUN.finditer(padded):
         # Offsets in the padded bytes are one more; the match starts with the separator.
@@ -306,7 +324,9 @@ def spread_runs(text: str, classes: bytes) -> SpreadRuns | None:
         kept = [k for k in range(start, end - 1) if classes[k] == _L]
         letters.append(kept)
         pieces.append("".join([text[k] for k in kept]))
-    return SpreadRuns("\x00".join(pieces), starts, ends, letters) if starts else None
+    if not starts:
+        return None
+    return SpreadRuns("\x00".join(pieces), starts, ends=ends, letters=letters)
 
 
 def _fold_special(text: str, raw: bytes, classes: bytes) -> Folded:

@@ -201,3 +201,33 @@ async def test_postgres_settings_in_the_url_apply_to_the_store_sessions(postgres
             await SqlStore.open(f"{postgres_url}?no_such_setting=1")
     finally:
         await store.aclose()
+
+
+async def test_cancelled_callers_leave_no_gap_and_no_broken_connection(sql_store: SqlStore) -> None:
+    store = sql_store
+    try:
+        conversation = await store.create_conversation(Conversation(id=new_id(), user_id="u1"))
+        calls = [
+            asyncio.create_task(
+                store.append_message(
+                    Message(Role.USER, f"메시지 {n}", conversation_id=conversation.id)
+                )
+            )
+            for n in range(40)
+        ]
+        await asyncio.sleep(0)
+        for call in calls[::2]:
+            call.cancel()
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        assert all(isinstance(o, Message | asyncio.CancelledError) for o in outcomes)
+        # Whatever was stored took consecutive seqs; the store goes on working.
+        page = await store.list_messages(conversation.id, limit=100)
+        seqs = [m.seq for m in page.items]
+        assert seqs == list(range(1, len(seqs) + 1))
+        assert {m.seq for m in outcomes if isinstance(m, Message)} <= set(seqs)
+        after = await store.append_message(
+            Message(Role.USER, "다음", conversation_id=conversation.id)
+        )
+        assert after.seq == len(seqs) + 1
+    finally:
+        await store.aclose()

@@ -390,16 +390,17 @@ class _Socket:
         task.add_done_callback(self.followers.discard)
 
     async def _relay(self, message_id: str, after: int, request_id: str | None) -> None:
-        async for envelope in self.parts.service.replay(message_id, after=after):
-            self.send(
-                {
-                    "type": envelope.type,
-                    "request_id": request_id,
-                    "message_id": message_id,
-                    "seq": envelope.seq,
-                    **envelope.data,
-                }
-            )
+        async for batch in self.parts.service.replay_batches(message_id, after=after):
+            for envelope in batch:
+                self.send(
+                    {
+                        "type": envelope.type,
+                        "request_id": request_id,
+                        "message_id": message_id,
+                        "seq": envelope.seq,
+                        **envelope.data,
+                    }
+                )
             if self.closing is not None:
                 return
 

@@ -415,3 +415,19 @@ async def test_more_concurrent_calls_than_connections_wait_for_one(
         assert sorted(m.seq for m in appended) == list(range(1, 41))
     finally:
         await store.aclose()
+
+
+async def test_a_script_the_server_forgot_is_loaded_again(redis_store: RedisStore) -> None:
+    conversation = await redis_store.create_conversation(Conversation(id=new_id(), user_id="u"))
+    sent = await redis_store.append_message(
+        Message(Role.USER, "안녕", conversation_id=conversation.id)
+    )
+    assert (await redis_store.list_messages(conversation.id)).items == [sent]
+    for body in (lua.LIST_MESSAGES, lua.APPEND_MESSAGE):
+        # What a restarted server (or SCRIPT FLUSH) does to a script it knew.
+        redis_store._scripts[body].sha = "0" * 40
+    assert (await redis_store.list_messages(conversation.id)).items == [sent]
+    again = await redis_store.append_message(
+        Message(Role.USER, "또", conversation_id=conversation.id)
+    )
+    assert again.seq == 2

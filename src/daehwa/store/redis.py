@@ -22,14 +22,15 @@ kept (``[store] ttl_days``, 30 by default, refreshed by every read and write).
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
 import orjson
 import redis.asyncio as aioredis
+from redis.client import NEVER_DECODE
 from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from daehwa.errors import Conflict, NotFound, StoreError
 from daehwa.messages import (
@@ -251,7 +252,7 @@ class RedisStore:
             changes["tool_calls"] = [t.to_dict() for t in tool_calls]
         if metadata is not None:
             changes["metadata"] = metadata
-        found = await self._run(lua.GET_MESSAGE, message_id)
+        found = await self._run(lua.GET_MESSAGE, message_id, raw=True)
         for _ in range(_UPDATE_TRIES):
             if not found:
                 raise NotFound(f"message {message_id} not found")
@@ -260,19 +261,19 @@ class RedisStore:
                 return _message(data)
             data.update(changes)
             record = orjson.dumps(data)
-            found = await self._run(lua.UPDATE_MESSAGE, message_id, found, record)
+            found = await self._run(lua.UPDATE_MESSAGE, message_id, found, record, raw=True)
             if found == 1:
                 return _message(orjson.loads(record))
         raise StoreError(f"message {message_id} kept changing; the update was not stored")
 
     async def get_message(self, message_id: str) -> Message | None:
         """The message, or ``None``."""
-        found = await self._run(lua.GET_MESSAGE, message_id)
+        found = await self._run(lua.GET_MESSAGE, message_id, raw=True)
         return _message(orjson.loads(found)) if found else None
 
     async def find_by_request_id(self, conversation_id: str, request_id: str) -> Message | None:
         """The first message of the conversation sent with ``request_id``."""
-        found = await self._run(lua.FIND_BY_REQUEST_ID, conversation_id, request_id)
+        found = await self._run(lua.FIND_BY_REQUEST_ID, conversation_id, request_id, raw=True)
         return _message(orjson.loads(found)) if found else None
 
     async def list_messages(
@@ -287,13 +288,21 @@ class RedisStore:
         check_limit(limit)
         bound = "+inf" if before is None else f"({before}"
         if since is None:
-            page = await self._run(lua.LIST_MESSAGES, conversation_id, "before", bound, 0, limit)
+            page = await self._run(
+                lua.LIST_MESSAGES, conversation_id, "before", bound, 0, limit, raw=True
+            )
             rows = orjson.loads(page)
             more = len(rows) > limit
             items = [_message(r) for r in reversed(rows[:limit])]
             return Page(items, str(items[0].seq) if more else None)
         page = await self._run(
-            lua.LIST_MESSAGES, conversation_id, "since", bound, to_micros(as_utc(since)), limit
+            lua.LIST_MESSAGES,
+            conversation_id,
+            "since",
+            bound,
+            to_micros(as_utc(since)),
+            limit,
+            raw=True,
         )
         found = [_message(r) for r in orjson.loads(page)]
         if before is not None:
@@ -303,7 +312,7 @@ class RedisStore:
 
     async def last_message(self, conversation_id: str) -> Message | None:
         """The newest message of the conversation, if any."""
-        found = await self._run(lua.LAST_MESSAGE, conversation_id)
+        found = await self._run(lua.LAST_MESSAGE, conversation_id, raw=True)
         return _message(orjson.loads(found)) if found else None
 
     async def search_messages(self, user_id: str, query: str, *, limit: int = 20) -> list[Message]:
@@ -331,7 +340,9 @@ class RedisStore:
                 offset += len(batch)
                 if len(found) >= limit and batch[0][1] < to_micros(found[limit - 1].created_at):
                     break
-                rows = await self._run(lua.SEARCH_MESSAGES, needle, limit, *(c for c, _ in batch))
+                rows = await self._run(
+                    lua.SEARCH_MESSAGES, needle, limit, *(c for c, _ in batch), raw=True
+                )
                 found.extend(_message(orjson.loads(r)) for r in rows)
                 found.sort(key=lambda m: (m.created_at, m.seq, m.id), reverse=True)
         except RedisError as exc:
@@ -439,13 +450,24 @@ class RedisStore:
 
     # -- inside ----------------------------------------------------------------
 
-    async def _run(self, body: str, *args: str | bytes | int) -> Any:
-        """Run one script (prelude + ``body``) with the TTL and prefix arguments first."""
+    async def _run(self, body: str, *args: str | bytes | int, raw: bool = False) -> Any:
+        """Run one script (prelude + ``body``) with the TTL and prefix arguments first.
+
+        ``raw`` keeps the reply's strings as bytes: message records go to orjson
+        as they came (decoding a page to str first costs as much again).
+        """
         script = self._scripts.get(body)
         if script is None:
             script = self._scripts[body] = self.client.register_script(lua.PRELUDE + body)
+        execute = cast(Callable[..., Awaitable[Any]], self.client.execute_command)
+        head = (self.ttl_ms, self.slack_ms, self.prefix)
+        options: dict[str, Any] = {NEVER_DECODE: []} if raw else {}
         try:
-            return await script(args=[self.ttl_ms, self.slack_ms, self.prefix, *args])
+            try:
+                return await execute("EVALSHA", script.sha, 0, *head, *args, **options)
+            except NoScriptError:  # a restarted server has forgotten it
+                script.sha = await self.client.script_load(script.script)
+                return await execute("EVALSHA", script.sha, 0, *head, *args, **options)
         except (RedisError, OSError) as exc:
             log.warning("redis store call failed: %s", exc)
             raise StoreError("the history store is unavailable") from exc

@@ -21,11 +21,14 @@ the word list and for the text alike, so both sides fold the same way:
 
 Speed: a 1,000-character message is normalised in well under a millisecond. The
 common case (Hangul, CJK and ASCII) never loops over characters in Python:
-characters are classified by translating their UTF-8 bytes. The few other
-characters are folded one by one and spliced in; when that changes the
+characters are classified by translating their UTF-8 bytes, and such a text
+with no single-letter piece is its own normal form, index for index. The few
+other characters are folded one by one and spliced in; when that changes the
 length (``ß`` → ``ss``, ``…`` → ``...``, zero-width characters dropped) a
-list of original offsets is built in C-speed slices. Only spelled-out jamo to
-compose take a per-character Python path; all paths give the same result.
+list of original offsets is built in C-speed slices. Spread-out runs are found
+by one regex over the class bytes (:func:`spread_runs` cuts the common,
+alternating ones as step-2 slices). Only spelled-out jamo to compose take a
+per-character Python path; all paths give the same result.
 """
 
 from __future__ import annotations

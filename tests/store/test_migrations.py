@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 import pytest
@@ -13,7 +14,13 @@ from sqlalchemy.engine import Connection
 
 from daehwa.messages import Conversation, Message, Role, new_id
 from daehwa.store import SqlStore
-from daehwa.store.migrate import alembic_config, current_revision, include_object
+from daehwa.store.migrate import (
+    alembic_config,
+    at_head,
+    current_revision,
+    head_revisions,
+    include_object,
+)
 from daehwa.store.tables import TRIGRAM_INDEX, metadata
 
 pytestmark = pytest.mark.filterwarnings("error")
@@ -84,3 +91,17 @@ async def test_postgres_migrates_from_empty_to_head(empty_postgres_url: str) -> 
         assert (TRIGRAM_INDEX in set(indexes)) == (extension is not None)
     finally:
         await store.aclose()
+
+
+async def test_sqlite_at_head_is_read_without_alembic(tmp_path: Any) -> None:
+    # Start-up skips Alembic when this says the schema is current: it must agree with Alembic.
+    assert head_revisions() == set(ScriptDirectory.from_config(alembic_config()).get_heads())
+    path = tmp_path / "m.db"
+    with sqlite3.connect(path) as db:
+        assert not at_head(db)  # never migrated
+    store = await SqlStore.open(f"sqlite+aiosqlite:///{path}")
+    await store.aclose()
+    with sqlite3.connect(path) as db:
+        assert at_head(db)
+        db.execute("UPDATE alembic_version SET version_num = 'older'")
+        assert not at_head(db)

@@ -17,10 +17,9 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from daehwa.config import ContextSettings, ModelSettings
-from daehwa.context.recall import E5Embedder, Recall
 from daehwa.context.summary import Summariser, summary_message
 from daehwa.context.tokens import (
     TokenCounter,
@@ -33,6 +32,9 @@ from daehwa.context.window import TurnIndex
 from daehwa.errors import ContextOverflow, DaehwaError
 from daehwa.messages import Conversation, Message, MessageStatus, Role
 from daehwa.store.base import HistoryStore
+
+if TYPE_CHECKING:
+    from daehwa.context.recall import Recall
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +122,12 @@ class ContextBuilder:
         ``summariser`` is used only when ``settings.summary`` is on.
         """
         recall = None
-        if settings.recall and E5Embedder.available():
-            recall = Recall(E5Embedder(threads=settings.embedding_threads))
+        if settings.recall:
+            # Imported only here: numpy is ~17 MB that a server without recall never uses.
+            from daehwa.context.recall import E5Embedder, Recall
+
+            if E5Embedder.available():
+                recall = Recall(E5Embedder(threads=settings.embedding_threads))
         return cls(
             recall=recall,
             summariser=summariser if settings.summary else None,

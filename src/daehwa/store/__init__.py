@@ -10,18 +10,23 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
-
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from typing import TYPE_CHECKING, Any
 
 from daehwa.config import Settings
 from daehwa.errors import ConfigError
 from daehwa.store.base import HistoryStore, Page, Store, UserStore
 from daehwa.store.cached import CachedStore
 from daehwa.store.memory import MemoryStore
-from daehwa.store.redis import RedisStore
-from daehwa.store.sql import SqlStore
+
+if TYPE_CHECKING:
+    from daehwa.store.redis import RedisStore
+    from daehwa.store.sql import SqlStore
+
+# Backends load on first use: a server keeps only its own store's driver in memory
+# (redis.asyncio, asyncpg, SQLAlchemy's async engine and Alembic cost ~70 MB together).
+_LAZY = {"RedisStore": "daehwa.store.redis", "SqlStore": "daehwa.store.sql"}
 
 __all__ = [
     "CachedStore",
@@ -59,10 +64,14 @@ async def open_store(settings: Settings) -> Store:
     if scheme == "memory":
         store = MemoryStore()
     elif scheme in ("redis", "rediss", "unix"):
+        from daehwa.store.redis import RedisStore
+
         store = await RedisStore.open(
             url, prefix=settings.store.key_prefix, ttl_days=settings.store.ttl_days
         )
     elif scheme in _SQL_DRIVERS:
+        from daehwa.store.sql import SqlStore
+
         store = await SqlStore.open(sql_url(url))
     else:
         raise ConfigError(
@@ -76,6 +85,9 @@ async def open_store(settings: Settings) -> Store:
 
 def sql_url(url: str) -> str:
     """``url`` with an async driver, its SQLite directory created if missing."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
@@ -88,7 +100,18 @@ def sql_url(url: str) -> str:
 
 
 def _redacted(url: str) -> str:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         return make_url(url).render_as_string(hide_password=True)
     except ArgumentError:
         return url.split("@")[-1]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,13 +18,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from daehwa.errors import Conflict, NotFound, StoreError
 from daehwa.messages import (
@@ -39,7 +38,7 @@ from daehwa.messages import (
     utcnow,
 )
 from daehwa.store.base import Page
-from daehwa.store.migrate import upgrade
+from daehwa.store.migrate import at_head, upgrade
 from daehwa.store.paging import (
     as_utc,
     check_fields,
@@ -50,8 +49,12 @@ from daehwa.store.paging import (
     encode_cursor,
     from_micros,
 )
-from daehwa.store.postgres import MAX_OVERFLOW, POOL_SIZE, PostgresDatabase
 from daehwa.store.sqlite import BUSY_TIMEOUT_MS, SqliteDatabase
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from daehwa.store.postgres import PostgresDatabase
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +78,7 @@ class SqlStore:
     """
 
     def __init__(
-        self, url: str, *, pool_size: int = POOL_SIZE, max_overflow: int = MAX_OVERFLOW
+        self, url: str, *, pool_size: int | None = None, max_overflow: int | None = None
     ) -> None:
         self.url = make_url(url)
         self.dialect = self.url.get_backend_name()
@@ -84,8 +87,13 @@ class SqlStore:
         if self.dialect == "sqlite":
             self._db = SqliteDatabase(self.url.database or "")
         elif self.dialect == "postgresql":
+            # Imported here: asyncpg is ~15 MB that an SQLite server never needs.
+            from daehwa.store.postgres import MAX_OVERFLOW, POOL_SIZE, PostgresDatabase
+
             self._db = PostgresDatabase(
-                _asyncpg_options(self.url), pool_size=pool_size, max_overflow=max_overflow
+                _asyncpg_options(self.url),
+                pool_size=POOL_SIZE if pool_size is None else pool_size,
+                max_overflow=MAX_OVERFLOW if max_overflow is None else max_overflow,
             )
         else:
             raise ValueError(f"SqlStore supports sqlite and postgresql, not {self.dialect!r}")
@@ -109,6 +117,8 @@ class SqlStore:
         it would see a different, empty database.)
         """
         if self._engine is None:
+            from sqlalchemy.ext.asyncio import create_async_engine
+
             drivers = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
             url = self.url.set(drivername=drivers[self.dialect])
             options: dict[str, Any] = {}
@@ -126,6 +136,9 @@ class SqlStore:
         """Bring the schema up to the newest migration; existing data is kept."""
         if isinstance(self._db, SqliteDatabase) and self._db.memory:
             await self._db.run_on_writer(_migrate_sqlite_connection)
+            return
+        if isinstance(self._db, SqliteDatabase) and await self._db.run_on_writer(at_head):
+            # Already current: no engine and no Alembic loaded (together ~40 MB at rest).
             return
         try:
             async with self.engine.begin() as conn:

@@ -288,14 +288,13 @@ class RedisStore:
         check_limit(limit)
         bound = "+inf" if before is None else f"({before}"
         if since is None:
-            page = await self._run(
+            rows = await self._run(
                 lua.LIST_MESSAGES, conversation_id, "before", bound, 0, limit, raw=True
             )
-            rows = orjson.loads(page)
             more = len(rows) > limit
-            items = [_message(r) for r in reversed(rows[:limit])]
+            items = [_message(orjson.loads(r)) for r in reversed(rows[:limit])]
             return Page(items, str(items[0].seq) if more else None)
-        page = await self._run(
+        rows = await self._run(
             lua.LIST_MESSAGES,
             conversation_id,
             "since",
@@ -304,7 +303,7 @@ class RedisStore:
             limit,
             raw=True,
         )
-        found = [_message(r) for r in orjson.loads(page)]
+        found = [_message(orjson.loads(r)) for r in rows]
         if before is not None:
             found = [m for m in found if m.seq < before]
         more = len(found) > limit

@@ -19,6 +19,7 @@ from daehwa.errors import ConfigError
 from daehwa.store.base import HistoryStore, Page, Store, UserStore
 from daehwa.store.cached import CachedStore
 from daehwa.store.memory import MemoryStore
+from daehwa.store.urls import sqlite_database
 
 if TYPE_CHECKING:
     from daehwa.store.redis import RedisStore
@@ -85,6 +86,12 @@ async def open_store(settings: Settings) -> Store:
 
 def sql_url(url: str) -> str:
     """``url`` with an async driver, its SQLite directory created if missing."""
+    database = sqlite_database(url)
+    if database is not None:  # read without SQLAlchemy, which an SQLite store does not load
+        driver, rest = url.split("://", 1)
+        if database and database != ":memory:":
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        return f"{_SQL_DRIVERS.get(driver, driver)}://{rest}"
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 

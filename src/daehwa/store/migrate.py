@@ -12,8 +12,6 @@ import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from daehwa.store.tables import TRIGRAM_INDEX
-
 if TYPE_CHECKING:
     from alembic.config import Config
     from sqlalchemy.engine import Connection
@@ -42,6 +40,8 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 def include_object(obj: object, name: str | None, type_: str, *_: object) -> bool:
     """Leave the optional PostgreSQL trigram index out of schema comparisons."""
+    from daehwa.store.tables import TRIGRAM_INDEX
+
     return not (type_ == "index" and name == TRIGRAM_INDEX)
 
 

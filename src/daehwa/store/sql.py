@@ -15,15 +15,13 @@ get 1, 2, 3 ... in commit order with no gap or duplicate.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from sqlalchemy import event
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import SQLAlchemyError
 
 from daehwa.errors import Conflict, NotFound, StoreError
 from daehwa.messages import (
@@ -50,8 +48,10 @@ from daehwa.store.paging import (
     from_micros,
 )
 from daehwa.store.sqlite import BUSY_TIMEOUT_MS, SqliteDatabase
+from daehwa.store.urls import sqlite_database
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from daehwa.store.postgres import PostgresDatabase
@@ -80,12 +80,14 @@ class SqlStore:
     def __init__(
         self, url: str, *, pool_size: int | None = None, max_overflow: int | None = None
     ) -> None:
-        self.url = make_url(url)
-        self.dialect = self.url.get_backend_name()
+        self._url = url
+        # SQLite needs only the file's path: no SQLAlchemy imported (~11 MB at rest).
+        database = sqlite_database(url)
+        self.dialect = "sqlite" if database is not None else self.url.get_backend_name()
         self._engine: AsyncEngine | None = None
         self._db: SqliteDatabase | PostgresDatabase
-        if self.dialect == "sqlite":
-            self._db = SqliteDatabase(self.url.database or "")
+        if database is not None:
+            self._db = SqliteDatabase(database)
         elif self.dialect == "postgresql":
             # Imported here: asyncpg is ~15 MB that an SQLite server never needs.
             from daehwa.store.postgres import MAX_OVERFLOW, POOL_SIZE, PostgresDatabase
@@ -109,6 +111,13 @@ class SqlStore:
             raise
         return store
 
+    @functools.cached_property
+    def url(self) -> URL:
+        """The store's URL, as SQLAlchemy reads it."""
+        from sqlalchemy.engine import make_url
+
+        return make_url(self._url)
+
     @property
     def engine(self) -> AsyncEngine:
         """An SQLAlchemy engine on the same database, for migrations and tools.
@@ -117,6 +126,7 @@ class SqlStore:
         it would see a different, empty database.)
         """
         if self._engine is None:
+            from sqlalchemy import event
             from sqlalchemy.ext.asyncio import create_async_engine
 
             drivers = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
@@ -140,6 +150,8 @@ class SqlStore:
         if isinstance(self._db, SqliteDatabase) and await self._db.run_on_writer(at_head):
             # Already current: no engine and no Alembic loaded (together ~40 MB at rest).
             return
+        from sqlalchemy.exc import SQLAlchemyError
+
         try:
             async with self.engine.begin() as conn:
                 await conn.run_sync(upgrade)

@@ -25,7 +25,7 @@ import orjson
 from daehwa.errors import Conflict, NotFound, StoreError
 from daehwa.messages import Conversation, Message, User
 from daehwa.store.paging import later_than
-from daehwa.store.tables import (
+from daehwa.store.rows import (
     CONVERSATION_COLUMNS,
     MESSAGE_COLUMNS,
     USER_COLUMNS,

@@ -534,10 +534,10 @@ def _appended(body: bytes, status: str, seq: int | str, created_us: int | str) -
 
 
 _ROLES = {role.value: role for role in Role}
-# from_micros, by multiplication: half the cost of building a timedelta from keywords.
+_STATUSES = {status.value: status for status in MessageStatus}
+# For from_micros by multiplication: half the cost of a timedelta built from keywords.
 _EPOCH = from_micros(0)
 _MICROSECOND = timedelta(microseconds=1)
-_STATUSES = {status.value: status for status in MessageStatus}
 
 
 def _message(data: dict[str, Any]) -> Message:

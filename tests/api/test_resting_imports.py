@@ -53,12 +53,15 @@ UNUSED = [
 MIGRATION_ONLY = ["alembic", "mako", "sqlalchemy", "aiosqlite"]
 
 
-def loaded_modules(tmp_path: Path, *, recall: bool = False) -> set[str]:
+def loaded_modules(tmp_path: Path, *, recall: bool = False, store: str = "") -> set[str]:
     config = tmp_path / "daehwa.toml"
     config.write_text(
         f"""
 [server]
 data_dir = {json.dumps(str(tmp_path / "data"))}
+
+[store]
+url = {json.dumps(store)}
 
 [models.up]
 provider = "openai"
@@ -96,3 +99,14 @@ def test_sqlite_server_loads_no_other_backend(tmp_path: Path) -> None:
 
 def test_recall_loads_numpy_when_asked_for(tmp_path: Path) -> None:
     assert "daehwa.context.recall" in loaded_modules(tmp_path, recall=True)
+
+
+@pytest.mark.postgres
+def test_postgres_server_runs_alembic_only_to_migrate(
+    tmp_path: Path, empty_postgres_url: str
+) -> None:
+    first = loaded_modules(tmp_path, store=empty_postgres_url)
+    assert "alembic" in first
+    again = loaded_modules(tmp_path, store=empty_postgres_url)
+    assert "asyncpg" in again
+    assert sorted(again & {"redis", "numpy", "alembic", "mako", "aiosqlite"}) == []

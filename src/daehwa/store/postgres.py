@@ -151,6 +151,14 @@ class PostgresDatabase:
                     raise
         raise AssertionError("unreachable")
 
+    async def schema_revisions(self) -> frozenset[str]:
+        """The revisions in Alembic's version table (none before the first migration)."""
+        if not (await self._fetchrow("SELECT to_regclass('alembic_version') IS NOT NULL"))[0]:
+            return frozenset()
+        return frozenset(
+            row[0] for row in await self._fetch("SELECT version_num FROM alembic_version")
+        )
+
     async def _in_transaction(self, statements: tuple[str, ...], *args: Any) -> None:
         async with self._connection() as connection, connection.transaction():
             for sql in statements:

@@ -36,7 +36,7 @@ from daehwa.messages import (
     utcnow,
 )
 from daehwa.store.base import Page
-from daehwa.store.migrate import at_head, upgrade
+from daehwa.store.migrate import at_head, head_revisions, upgrade
 from daehwa.store.paging import (
     as_utc,
     check_fields,
@@ -147,7 +147,7 @@ class SqlStore:
         if isinstance(self._db, SqliteDatabase) and self._db.memory:
             await self._db.run_on_writer(_migrate_sqlite_connection)
             return
-        if isinstance(self._db, SqliteDatabase) and await self._db.run_on_writer(at_head):
+        if await self._at_head():
             # Already current: no engine and no Alembic loaded (together ~40 MB at rest).
             return
         from sqlalchemy.exc import SQLAlchemyError
@@ -161,6 +161,11 @@ class SqlStore:
         finally:
             # Give the migration's connections back; the store has its own.
             await self.engine.dispose()
+
+    async def _at_head(self) -> bool:
+        if isinstance(self._db, SqliteDatabase):
+            return await self._db.run_on_writer(at_head)
+        return await self._db.schema_revisions() == head_revisions()
 
     async def aclose(self) -> None:
         """Close every connection (and the store's threads on SQLite)."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, cast
 
 import orjson
@@ -37,7 +37,6 @@ from daehwa.messages import (
     Conversation,
     Message,
     MessageStatus,
-    Role,
     ToolCall,
     Usage,
     User,
@@ -45,6 +44,7 @@ from daehwa.messages import (
     utcnow,
 )
 from daehwa.store import redis_scripts as lua
+from daehwa.store import redis_user_scripts as user_lua
 from daehwa.store.base import Page
 from daehwa.store.paging import (
     as_utc,
@@ -56,6 +56,15 @@ from daehwa.store.paging import (
     encode_cursor,
     from_micros,
     to_micros,
+)
+from daehwa.store.redis_records import (
+    conversation_from_fields,
+    json_pairs,
+    json_text,
+    message_from_record,
+    record_body,
+    stored_message,
+    user_from_fields,
 )
 
 log = logging.getLogger(__name__)
@@ -70,10 +79,6 @@ _UPDATE_TRIES = 50
 # one, up to _POOL_WAIT seconds, instead of failing.
 _POOL_SIZE = 32
 _POOL_WAIT = 10.0
-
-
-def _json(value: Any) -> str:
-    return orjson.dumps(value).decode()
 
 
 class RedisStore:
@@ -124,7 +129,7 @@ class RedisStore:
             cid,
             conversation.user_id,
             to_micros(now),
-            *_pairs(
+            *json_pairs(
                 {
                     "title": conversation.title or "",
                     "persona": conversation.persona,
@@ -153,7 +158,7 @@ class RedisStore:
     async def get_conversation(self, conversation_id: str) -> Conversation | None:
         """The conversation, or ``None``."""
         found = await self._run(lua.GET_CONVERSATION, conversation_id)
-        return _conversation(found) if found else None
+        return conversation_from_fields(found) if found else None
 
     async def list_conversations(
         self, user_id: str, *, limit: int = 20, before: str | None = None
@@ -165,7 +170,7 @@ class RedisStore:
             micros, after = decode_cursor(before)
             top = str(micros)
         rows = await self._run(lua.LIST_CONVERSATIONS, user_id, top, after, limit)
-        found = [_conversation(row) for row in rows]
+        found = [conversation_from_fields(row) for row in rows]
         items = found[:limit]
         more = len(found) > limit
         return Page(items, encode_cursor(items[-1].updated_at, items[-1].id) if more else None)
@@ -174,11 +179,11 @@ class RedisStore:
         """Change the given fields; ``updated_at`` moves forward."""
         fields = check_fields(fields)
         found = await self._run(
-            lua.UPDATE_CONVERSATION, conversation_id, to_micros(utcnow()), *_pairs(fields)
+            lua.UPDATE_CONVERSATION, conversation_id, to_micros(utcnow()), *json_pairs(fields)
         )
         if not found:
             raise NotFound(f"conversation {conversation_id} not found")
-        return _conversation(found)
+        return conversation_from_fields(found)
 
     async def delete_conversation(self, conversation_id: str) -> None:
         """Remove the conversation and its messages (nothing happens if it is missing)."""
@@ -194,7 +199,7 @@ class RedisStore:
         """Store a new message with the next ``seq``."""
         mid = message.id or new_id()
         status = MessageStatus(message.status).value
-        body = _record_body(message, mid)
+        body = record_body(message, mid)
         result = await self._run(
             lua.APPEND_MESSAGE,
             message.conversation_id,
@@ -205,7 +210,7 @@ class RedisStore:
             body,
         )
         _check_appended(result, message.conversation_id, mid)
-        return _appended(body, status, result[1], result[2])
+        return stored_message(body, status, result[1], result[2])
 
     async def append_messages(self, messages: Sequence[Message]) -> list[Message]:
         """Store new messages in one script: all of them, or none if one cannot be."""
@@ -213,7 +218,7 @@ class RedisStore:
             return []
         ids = [m.id or new_id() for m in messages]
         statuses = [MessageStatus(m.status).value for m in messages]
-        bodies = [_record_body(m, mid) for m, mid in zip(messages, ids, strict=True)]
+        bodies = [record_body(m, mid) for m, mid in zip(messages, ids, strict=True)]
         args: list[str | bytes | int] = [to_micros(utcnow())]
         for message, mid, status, body in zip(messages, ids, statuses, bodies, strict=True):
             args += [message.conversation_id, mid, message.request_id or "", status, body]
@@ -222,7 +227,7 @@ class RedisStore:
             failed = (int(result[1]) - 5) // 5
             _check_appended(result, messages[failed].conversation_id, ids[failed])
         return [
-            _appended(body, status, seq, created)
+            stored_message(body, status, seq, created)
             for body, status, (seq, created) in zip(bodies, statuses, result, strict=True)
         ]
 
@@ -258,23 +263,23 @@ class RedisStore:
                 raise NotFound(f"message {message_id} not found")
             data = orjson.loads(found)
             if not changes:
-                return _message(data)
+                return message_from_record(data)
             data.update(changes)
             record = orjson.dumps(data)
             found = await self._run(lua.UPDATE_MESSAGE, message_id, found, record, raw=True)
             if found == 1:
-                return _message(orjson.loads(record))
+                return message_from_record(orjson.loads(record))
         raise StoreError(f"message {message_id} kept changing; the update was not stored")
 
     async def get_message(self, message_id: str) -> Message | None:
         """The message, or ``None``."""
         found = await self._run(lua.GET_MESSAGE, message_id, raw=True)
-        return _message(orjson.loads(found)) if found else None
+        return message_from_record(orjson.loads(found)) if found else None
 
     async def find_by_request_id(self, conversation_id: str, request_id: str) -> Message | None:
         """The first message of the conversation sent with ``request_id``."""
         found = await self._run(lua.FIND_BY_REQUEST_ID, conversation_id, request_id, raw=True)
-        return _message(orjson.loads(found)) if found else None
+        return message_from_record(orjson.loads(found)) if found else None
 
     async def list_messages(
         self,
@@ -292,7 +297,7 @@ class RedisStore:
                 lua.LIST_MESSAGES, conversation_id, "before", bound, 0, limit, raw=True
             )
             more = len(rows) > limit
-            items = [_message(orjson.loads(r)) for r in reversed(rows[:limit])]
+            items = [message_from_record(orjson.loads(r)) for r in reversed(rows[:limit])]
             return Page(items, str(items[0].seq) if more else None)
         rows = await self._run(
             lua.LIST_MESSAGES,
@@ -303,7 +308,7 @@ class RedisStore:
             limit,
             raw=True,
         )
-        found = [_message(orjson.loads(r)) for r in rows]
+        found = [message_from_record(orjson.loads(r)) for r in rows]
         if before is not None:
             found = [m for m in found if m.seq < before]
         more = len(found) > limit
@@ -312,7 +317,7 @@ class RedisStore:
     async def last_message(self, conversation_id: str) -> Message | None:
         """The newest message of the conversation, if any."""
         found = await self._run(lua.LAST_MESSAGE, conversation_id, raw=True)
-        return _message(orjson.loads(found)) if found else None
+        return message_from_record(orjson.loads(found)) if found else None
 
     async def search_messages(self, user_id: str, query: str, *, limit: int = 20) -> list[Message]:
         """The user's messages containing ``query`` (ASCII case ignored), newest first.
@@ -342,7 +347,7 @@ class RedisStore:
                 rows = await self._run(
                     lua.SEARCH_MESSAGES, needle, limit, *(c for c, _ in batch), raw=True
                 )
-                found.extend(_message(orjson.loads(r)) for r in rows)
+                found.extend(message_from_record(orjson.loads(r)) for r in rows)
                 found.sort(key=lambda m: (m.created_at, m.seq, m.id), reverse=True)
         except RedisError as exc:
             raise StoreError("the history store is unavailable") from exc
@@ -367,7 +372,7 @@ class RedisStore:
         uid = user.id or new_id()
         created_at = as_utc(user.created_at)
         stored = await self._run(
-            lua.CREATE_USER,
+            user_lua.CREATE_USER,
             uid,
             user.name,
             "id",
@@ -375,7 +380,7 @@ class RedisStore:
             "is_admin",
             "1" if user.is_admin else "0",
             "password_hash",
-            _json(user.password_hash),
+            json_text(user.password_hash),
             "created_us",
             to_micros(created_at),
         )
@@ -385,17 +390,17 @@ class RedisStore:
 
     async def get_user(self, user_id: str) -> User | None:
         """The user, or ``None``."""
-        found = await self._run(lua.GET_USER, "id", user_id)
-        return _user(found) if found else None
+        found = await self._run(user_lua.GET_USER, "id", user_id)
+        return user_from_fields(found) if found else None
 
     async def get_user_by_name(self, name: str) -> User | None:
         """The user called ``name``, or ``None``."""
-        found = await self._run(lua.GET_USER, "name", name)
-        return _user(found) if found else None
+        found = await self._run(user_lua.GET_USER, "name", name)
+        return user_from_fields(found) if found else None
 
     async def list_users(self) -> list[User]:
         """Every user, oldest first."""
-        users = [_user(row) for row in await self._run(lua.LIST_USERS)]
+        users = [user_from_fields(row) for row in await self._run(user_lua.LIST_USERS)]
         return sorted(users, key=lambda u: (u.created_at, u.name))
 
     async def add_key(
@@ -416,7 +421,7 @@ class RedisStore:
             # A credential goes when it expires, if that comes first.
             life = max(1, min(life, (to_micros(as_utc(expires_at)) - to_micros(now)) // 1000))
         result = await self._run(
-            lua.ADD_KEY,
+            user_lua.ADD_KEY,
             user_id,
             key_hash,
             life,
@@ -436,16 +441,16 @@ class RedisStore:
 
     async def user_for_key(self, key_hash: str, *, kind: str = "api") -> User | None:
         """The owner of a live credential of this kind, or ``None``."""
-        found = await self._run(lua.USER_FOR_KEY, key_hash, kind, to_micros(utcnow()))
-        return _user(found) if found else None
+        found = await self._run(user_lua.USER_FOR_KEY, key_hash, kind, to_micros(utcnow()))
+        return user_from_fields(found) if found else None
 
     async def revoke_key(self, key_hash: str) -> None:
         """Make a credential unusable (nothing happens if it is unknown)."""
-        await self._run(lua.REVOKE_KEY, key_hash)
+        await self._run(user_lua.REVOKE_KEY, key_hash)
 
     async def delete_user(self, user_id: str) -> None:
         """Remove the user with their credentials, conversations and messages."""
-        await self._run(lua.DELETE_USER, user_id)
+        await self._run(user_lua.DELETE_USER, user_id)
 
     # -- inside ----------------------------------------------------------------
 
@@ -472,103 +477,8 @@ class RedisStore:
             raise StoreError("the history store is unavailable") from exc
 
 
-def _pairs(values: dict[str, Any]) -> list[str]:
-    """Field/value pairs with JSON-encoded values."""
-    return [item for name, value in values.items() for item in (name, _json(value))]
-
-
-def _mapping(flat: list[str]) -> dict[str, str]:
-    return dict(zip(flat[::2], flat[1::2], strict=True))
-
-
-def _conversation(flat: list[str]) -> Conversation:
-    data = _mapping(flat)
-    return Conversation(
-        id=data["id"],
-        user_id=data["user_id"],
-        title=orjson.loads(data["title"]),
-        persona=orjson.loads(data["persona"]),
-        variables=orjson.loads(data["variables"]),
-        model=orjson.loads(data["model"]),
-        summary=orjson.loads(data["summary"]),
-        summary_seq=int(orjson.loads(data["summary_seq"])),
-        created_at=from_micros(int(data["created_us"])),
-        updated_at=from_micros(int(data["updated_us"])),
-    )
-
-
-def _record_body(message: Message, mid: str) -> bytes:
-    """A new message's record without the status, seq and time the script puts first."""
-    return orjson.dumps(
-        {
-            "conversation_id": message.conversation_id,
-            "id": mid,
-            "role": Role(message.role).value,
-            "content": message.content,
-            "usage": message.usage.to_dict() if message.usage else None,
-            "tool_calls": (
-                [c.to_dict() for c in message.tool_calls]
-                if message.tool_calls is not None
-                else None
-            ),
-            "tool_call_id": message.tool_call_id,
-            "request_id": message.request_id,
-            "model": message.model,
-            "metadata": message.metadata or {},
-        }
-    )
-
-
 def _check_appended(result: list[Any], conversation_id: str, mid: str) -> None:
     if result[0] == 0:
         raise NotFound(f"conversation {conversation_id} not found")
     if result[0] == -1:
         raise Conflict(f"message {mid} already exists")
-
-
-def _appended(body: bytes, status: str, seq: int | str, created_us: int | str) -> Message:
-    """The stored message, decoded afresh so it shares nothing with the caller's."""
-    data = orjson.loads(body)
-    data["status"], data["seq"], data["created_us"] = status, int(seq), int(created_us)
-    return _message(data)
-
-
-_ROLES = {role.value: role for role in Role}
-_STATUSES = {status.value: status for status in MessageStatus}
-# For from_micros by multiplication: half the cost of a timedelta built from keywords.
-_EPOCH = from_micros(0)
-_MICROSECOND = timedelta(microseconds=1)
-
-
-def _message(data: dict[str, Any]) -> Message:
-    """A message from its decoded record."""
-    tool_calls = data["tool_calls"]
-    usage = data["usage"]
-    # Positional (half the cost of keywords, paid 50 times a page), in the order of
-    # Message's fields; test_redis checks that each field comes back as stored.
-    return Message(
-        _ROLES[data["role"]],
-        data["content"],
-        data["id"],
-        data["conversation_id"],
-        _STATUSES[data["status"]],
-        data["seq"],
-        _EPOCH + _MICROSECOND * data["created_us"],
-        Usage.from_dict(usage) if usage else None,
-        [ToolCall.from_dict(c) for c in tool_calls] if tool_calls is not None else None,
-        data["tool_call_id"],
-        data["request_id"],
-        data["model"],
-        data["metadata"],
-    )
-
-
-def _user(flat: list[str]) -> User:
-    data = _mapping(flat)
-    return User(
-        id=data["id"],
-        name=data["name"],
-        is_admin=data["is_admin"] == "1",
-        password_hash=orjson.loads(data["password_hash"]),
-        created_at=from_micros(int(data["created_us"])),
-    )

@@ -71,7 +71,7 @@ def render_metrics(request: Request) -> str:
         "Admission: the bound ([chat] max_running_replies), the slots taken, the turns waiting.",
         [
             f'daehwa_reply_slots{{state="limit"}} {admission["limit"]}',
-            f'daehwa_reply_slots{{state="running"}} {admission["running"]}',
+            f'daehwa_reply_slots{{state="running"}} {admission["in_flight"]}',
             f'daehwa_reply_slots{{state="waiting"}} {admission["waiting"]}',
         ],
     )

@@ -9,9 +9,9 @@ reply's run ends, whatever the outcome. Beyond the bound a turn waits up to
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from daehwa.errors import Busy
+from daehwa.llm.bulkhead import Bulkhead
 
 __all__ = ["RepliesBusy", "ReplySlot", "ReplySlots"]
 
@@ -39,7 +39,7 @@ class ReplySlot:
         """Give the slot back now, unless a run already holds it."""
         owner, self._owner = self._owner, None
         if owner is not None:
-            owner._release()
+            owner.release()
 
     def hold_until_done(self, task: asyncio.Task[None] | None) -> None:
         """Hand the slot to the reply's run: it is given back when ``task`` ends."""
@@ -47,63 +47,32 @@ class ReplySlot:
         if owner is None:
             return
         if task is None:
-            owner._release()
+            owner.release()
         else:
-            task.add_done_callback(lambda _: owner._release())
+            task.add_done_callback(lambda _: owner.release())
 
 
-class ReplySlots:
-    """Bounds the replies running at once; ``acquire`` a slot, ``release`` it when the run ends."""
+class ReplySlots(Bulkhead):
+    """Bounds the replies running at once; ``admit`` a turn, release its slot when the run ends.
+
+    At most ``limit`` turns wait at once; more are refused at once.
+    """
 
     def __init__(self, limit: int, *, queue_timeout: float = 0.0) -> None:
-        self.limit = limit
-        self.queue_timeout = queue_timeout
-        self._slots = asyncio.Semaphore(limit)
-        #: Replies holding a slot right now.
-        self.running = 0
-        #: Turns waiting for a slot right now.
-        self.waiting = 0
-        #: Turns refused because no slot freed up in time.
-        self.refused = 0
+        super().__init__("replies", limit=limit, queue_timeout=queue_timeout, max_waiting=limit)
 
-    async def acquire(self) -> ReplySlot:
-        """A slot, waiting up to ``queue_timeout``; raises :class:`RepliesBusy` after that.
+    @property
+    def running(self) -> int:
+        """Replies holding a slot right now."""
+        return self.in_flight
 
-        At most ``limit`` turns wait at once; more are refused at once.
-        """
-        if not self._slots.locked():
-            # The common case: a free slot, no timer, no suspension.
-            await self._slots.acquire()
-        elif self.queue_timeout <= 0 or self.waiting >= self.limit:
-            self._refuse()
-        else:
-            self.waiting += 1
-            try:
-                async with asyncio.timeout(self.queue_timeout):
-                    await self._slots.acquire()
-            except TimeoutError:
-                self._refuse()
-            finally:
-                self.waiting -= 1
-        self.running += 1
+    async def admit(self) -> ReplySlot:
+        """A slot, waiting up to ``queue_timeout``; raises :class:`RepliesBusy` after that."""
+        await self.acquire()
         return ReplySlot(self)
 
-    def _release(self) -> None:
-        self.running -= 1
-        self._slots.release()
-
-    def snapshot(self) -> dict[str, Any]:
-        """Occupancy and refusals, for /metrics."""
-        return {
-            "limit": self.limit,
-            "running": self.running,
-            "waiting": self.waiting,
-            "refused_total": self.refused,
-        }
-
-    def _refuse(self) -> None:
-        self.refused += 1
-        raise RepliesBusy(
+    def busy(self) -> RepliesBusy:
+        return RepliesBusy(
             f"the server is already generating {self.limit} replies; "
             f"try again in {RETRY_AFTER_SECONDS} s"
         )

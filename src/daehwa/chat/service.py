@@ -237,7 +237,7 @@ class ChatService:
         text = self.check_content(content)
         if request_id is not None and (not request_id or len(request_id) > 200):
             raise InvalidInput("request_id must be 1 to 200 characters", field="request_id")
-        slot = await self.admission.acquire()
+        slot = await self.admission.admit()
         try:
             return await self._send(user, conversation_id, text, request_id, slot)
         finally:
@@ -487,7 +487,7 @@ class ChatService:
             raise NotFound(f"model {model_name!r} does not exist")
         if not messages:
             raise InvalidInput("messages must not be empty", field="messages")
-        slot = await self.admission.acquire()
+        slot = await self.admission.admit()
         try:
             return await self._complete(messages, model_name, max_new_tokens, slot)
         finally:

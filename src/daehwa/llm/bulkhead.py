@@ -19,10 +19,19 @@ __all__ = ["Bulkhead"]
 class Bulkhead:
     """Bounds concurrent calls to one upstream; ``acquire`` then ``release`` once."""
 
-    def __init__(self, name: str, *, limit: int = 100, queue_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        limit: int = 100,
+        queue_timeout: float = 5.0,
+        max_waiting: int | None = None,
+    ) -> None:
         self.name = name
         self.limit = limit
         self.queue_timeout = queue_timeout
+        # Beyond this many waiting calls, more are refused at once (None: no bound).
+        self.max_waiting = max_waiting
         self._slots = asyncio.Semaphore(limit)
         #: Calls waiting for a slot right now.
         self.waiting = 0
@@ -38,7 +47,9 @@ class Bulkhead:
             await self._slots.acquire()
             self.in_flight += 1
             return
-        if self.queue_timeout <= 0:
+        if self.queue_timeout <= 0 or (
+            self.max_waiting is not None and self.waiting >= self.max_waiting
+        ):
             self._refuse()
         self.waiting += 1
         try:
@@ -66,7 +77,11 @@ class Bulkhead:
 
     def _refuse(self) -> None:
         self.refused += 1
-        raise Busy(
+        raise self.busy()
+
+    def busy(self) -> Busy:
+        """The error a refused call gets."""
+        return Busy(
             f"upstream {self.name} already has {self.limit} requests in flight; "
             "try again in a moment"
         )

@@ -411,7 +411,7 @@ async def run_redis(url: str, data: Dataset, samples: int, keep: bool) -> dict[s
         loaded = time.perf_counter() - started
         memory = (await store.client.info("memory"))["used_memory_human"]
         print(f"\nredis: loaded {data.messages:,} messages in {loaded:.1f} s; used_memory {memory}")
-        print("  every read/write is one Lua script: O(log n) zset ranges + O(page) HGETALLs")
+        print("  every call is one Lua script: O(log n) zset ranges + one GET per message")
         results = await measure("redis", store, data, samples)
         return {"load": loaded, **results}
     finally:

@@ -77,7 +77,14 @@ class RunLog(Protocol):
 class _Log:
     events: list[Envelope] = field(default_factory=list)
     finished_at: float | None = None
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    # One future per follower waiting for the next event; woken and dropped on append.
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+
+    def wake(self) -> None:
+        waiters, self.waiters = self.waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
 
 class MemoryRunLog:
@@ -105,9 +112,9 @@ class MemoryRunLog:
             self._expire()
             entry = self._logs[run_id] = _Log()
         entry.events.append(envelope)
-        # Wake every follower, then give later appends a fresh event to wait on.
-        entry.changed.set()
-        entry.changed = asyncio.Event()
+        # Wake the followers waiting for the next event (each awaits its own future).
+        if entry.waiters:
+            entry.wake()
 
     async def follow(self, run_id: str, after: int = 0) -> AsyncIterator[Envelope]:
         async for batch in self.follow_batches(run_id, after):
@@ -131,13 +138,15 @@ class MemoryRunLog:
                 continue
             if entry.finished_at is not None:
                 return
-            await entry.changed.wait()
+            waiter = asyncio.get_running_loop().create_future()
+            entry.waiters.append(waiter)
+            await waiter
 
     async def finish(self, run_id: str) -> None:
         entry = self._logs.get(run_id)
         if entry is not None:
             entry.finished_at = time.monotonic()
-            entry.changed.set()
+            entry.wake()
 
     async def exists(self, run_id: str) -> bool:
         return run_id in self._logs

@@ -34,15 +34,22 @@ def parts(request: Request) -> AppParts:
     return request.app.state.parts  # type: ignore[no-any-return]
 
 
+def bearer_token(authorization: str) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header value, or None."""
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
 async def current_user(request: Request) -> User:
     """The caller, from ``Authorization: Bearer <key>`` or the page's session cookie."""
     accounts = parts(request).accounts
     header = request.headers.get("authorization")
     if header:
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = bearer_token(header)
+        if token is None:
             raise AuthError("the Authorization header must be 'Bearer <api key>'")
-        return await accounts.user_for(token.strip(), kind="api")
+        return await accounts.user_for(token, kind="api")
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
         return await accounts.user_for(cookie, kind="session")

@@ -25,7 +25,7 @@ from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from daehwa.accounts import Accounts
-from daehwa.api.deps import SESSION_COOKIE, AppParts
+from daehwa.api.deps import SESSION_COOKIE, AppParts, bearer_token
 from daehwa.errors import AuthError, DaehwaError, InvalidInput
 from daehwa.messages import User
 
@@ -92,9 +92,9 @@ def _handshake_credential(scope: Scope) -> Credential | None:
             authorization = value.decode("latin-1")
         elif name == b"cookie" and not cookie:
             cookie = value.decode("latin-1")
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip(), "api"
+    token = bearer_token(authorization)
+    if token is not None:
+        return token, "api"
     session = cookie_parser(cookie).get(SESSION_COOKIE) if cookie else None
     if session:
         return session, "session"

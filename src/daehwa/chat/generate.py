@@ -163,13 +163,11 @@ class ReplyStreamer:
             async with asyncio.timeout_at(started + bound) as deadline:
                 async for chunk in chunks:
                     now = loop.time()
-                    if not outcome.answered:
-                        if chunk.text or chunk.reasoning or chunk.tool_calls:
-                            outcome.answered = True
-                            self.stats.first_token(now - started)
-                            moved = now
-                            deadline.reschedule(now + stall)
-                    elif now - moved >= STALL_SLACK:
+                    if not outcome.answered and (chunk.text or chunk.reasoning or chunk.tool_calls):
+                        outcome.answered = True
+                        self.stats.first_token(now - started)
+                        moved = now - STALL_SLACK  # the first-token deadline gives way now
+                    if outcome.answered and now - moved >= STALL_SLACK:
                         moved = now
                         deadline.reschedule(now + stall)
                     await self._relay(run, chunk, outcome)

@@ -28,7 +28,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from daehwa.chat.runs import until_terminal
+from daehwa.chat.runs import one_by_one, until_terminal
 from daehwa.errors import NotFound, StoreError
 from daehwa.events import Envelope
 
@@ -116,10 +116,8 @@ class RedisRunLog:
         else:
             await self.client.xadd(key, fields, id=f"0-{envelope.seq}")
 
-    async def follow(self, run_id: str, after: int = 0) -> AsyncIterator[Envelope]:
-        async for batch in self.follow_batches(run_id, after):
-            for envelope in batch:
-                yield envelope
+    def follow(self, run_id: str, after: int = 0) -> AsyncIterator[Envelope]:
+        return one_by_one(self.follow_batches(run_id, after))
 
     async def follow_batches(self, run_id: str, after: int = 0) -> AsyncIterator[list[Envelope]]:
         key = self._key(run_id)

@@ -116,10 +116,8 @@ class MemoryRunLog:
         if entry.waiters:
             entry.wake()
 
-    async def follow(self, run_id: str, after: int = 0) -> AsyncIterator[Envelope]:
-        async for batch in self.follow_batches(run_id, after):
-            for envelope in batch:
-                yield envelope
+    def follow(self, run_id: str, after: int = 0) -> AsyncIterator[Envelope]:
+        return one_by_one(self.follow_batches(run_id, after))
 
     async def follow_batches(self, run_id: str, after: int = 0) -> AsyncIterator[list[Envelope]]:
         entry = self._logs.get(run_id)
@@ -167,6 +165,13 @@ class MemoryRunLog:
 
     async def aclose(self) -> None:
         self._logs.clear()
+
+
+async def one_by_one(batches: AsyncIterator[list[Envelope]]) -> AsyncIterator[Envelope]:
+    """The envelopes of ``batches``, one at a time."""
+    async for batch in batches:
+        for envelope in batch:
+            yield envelope
 
 
 def until_terminal(batch: list[Envelope]) -> list[Envelope]:

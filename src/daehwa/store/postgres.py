@@ -20,14 +20,8 @@ import asyncpg
 
 from daehwa.errors import Conflict, NotFound, StoreError
 from daehwa.messages import Conversation, Message, User
-from daehwa.store.tables import (
-    CONVERSATION_COLUMNS,
-    MESSAGE_COLUMNS,
-    USER_COLUMNS,
-    conversation_from_row,
-    message_from_row,
-    user_from_row,
-)
+from daehwa.store.rows import conversation_from_row, message_from_row, user_from_row
+from daehwa.store.sql_columns import CONVERSATION, MESSAGE, USER, USER_OF_KEY
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +29,6 @@ log = logging.getLogger(__name__)
 # queue for a connection (each holds one for a single statement).
 POOL_SIZE = 5
 MAX_OVERFLOW = 15
-
-_CONVERSATION = ", ".join(CONVERSATION_COLUMNS)
-_MESSAGE = ", ".join(MESSAGE_COLUMNS)
-_USER = ", ".join(USER_COLUMNS)
-_USER_OF_KEY = ", ".join(f"users.{c}" for c in USER_COLUMNS)
 
 
 def _as_is(moment: datetime) -> datetime:
@@ -352,7 +341,7 @@ def _update_conversation_sql(names: tuple[str, ...]) -> str:
         sql = _update_sql[names] = (
             f"UPDATE conversations SET {assignments}"
             f"updated_at = greatest(${now}::timestamptz, updated_at + interval '1 microsecond') "
-            f"WHERE id = ${conversation} RETURNING {_CONVERSATION}"
+            f"WHERE id = ${conversation} RETURNING {CONVERSATION}"
         )
     return sql
 
@@ -364,13 +353,13 @@ _INSERT_CONVERSATION = (
     "summary_seq, last_seq, created_at, updated_at) "
     "VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10, $11)"
 )
-_GET_CONVERSATION = f"SELECT {_CONVERSATION} FROM conversations WHERE id = $1"
+_GET_CONVERSATION = f"SELECT {CONVERSATION} FROM conversations WHERE id = $1"
 _LIST_CONVERSATIONS = (
-    f"SELECT {_CONVERSATION} FROM conversations WHERE user_id = $1 "
+    f"SELECT {CONVERSATION} FROM conversations WHERE user_id = $1 "
     "ORDER BY updated_at DESC, id DESC LIMIT $2"
 )
 _LIST_CONVERSATIONS_AFTER = (
-    f"SELECT {_CONVERSATION} FROM conversations WHERE user_id = $1 "
+    f"SELECT {CONVERSATION} FROM conversations WHERE user_id = $1 "
     "AND (updated_at, id) < ($2, $3) ORDER BY updated_at DESC, id DESC LIMIT $4"
 )
 _DELETE_CONVERSATION = (
@@ -394,7 +383,7 @@ WITH bumped AS (
     WHERE id = $1
     RETURNING last_seq, updated_at
 )
-INSERT INTO messages ({_MESSAGE}, updated_at)
+INSERT INTO messages ({MESSAGE}, updated_at)
 SELECT m.id, $1, bumped.last_seq - $2 + m.n, m.role, m.content, m.status, m.usage::jsonb,
        m.tool_calls::jsonb, m.tool_call_id, m.request_id, m.model, m.metadata::jsonb,
        bumped.updated_at - ($2 - m.n) * interval '1 microsecond',
@@ -410,25 +399,25 @@ _UPDATE_MESSAGE = (
     "UPDATE messages SET content = coalesce($1, content), status = coalesce($2, status), "
     "usage = coalesce($3::jsonb, usage), tool_calls = coalesce($4::jsonb, tool_calls), "
     "metadata = coalesce($5::jsonb, metadata), updated_at = $6 "
-    f"WHERE id = $7 RETURNING {_MESSAGE}"
+    f"WHERE id = $7 RETURNING {MESSAGE}"
 )
-_GET_MESSAGE = f"SELECT {_MESSAGE} FROM messages WHERE id = $1"
+_GET_MESSAGE = f"SELECT {MESSAGE} FROM messages WHERE id = $1"
 _BY_REQUEST_ID = (
-    f"SELECT {_MESSAGE} FROM messages WHERE conversation_id = $1 AND request_id = $2 "
+    f"SELECT {MESSAGE} FROM messages WHERE conversation_id = $1 AND request_id = $2 "
     "ORDER BY seq LIMIT 1"
 )
-_NEWEST = f"SELECT {_MESSAGE} FROM messages WHERE conversation_id = $1 ORDER BY seq DESC LIMIT $2"
+_NEWEST = f"SELECT {MESSAGE} FROM messages WHERE conversation_id = $1 ORDER BY seq DESC LIMIT $2"
 _NEWEST_BEFORE = (
-    f"SELECT {_MESSAGE} FROM messages WHERE conversation_id = $1 AND seq < $2 "
+    f"SELECT {MESSAGE} FROM messages WHERE conversation_id = $1 AND seq < $2 "
     "ORDER BY seq DESC LIMIT $3"
 )
 _SINCE = (
-    f"SELECT {_MESSAGE} FROM messages WHERE conversation_id = $1 AND created_at >= $2 "
+    f"SELECT {MESSAGE} FROM messages WHERE conversation_id = $1 AND created_at >= $2 "
     "AND seq < $3 ORDER BY seq LIMIT $4"
 )
 # ILIKE folds every letter's case; served by the trigram index when there is one.
 _SEARCH = (
-    f"SELECT {_MESSAGE} FROM messages WHERE conversation_id IN "
+    f"SELECT {MESSAGE} FROM messages WHERE conversation_id IN "
     "(SELECT id FROM conversations WHERE user_id = $1) AND content ILIKE $2 ESCAPE '\\' "
     "ORDER BY created_at DESC, seq DESC, id DESC LIMIT $3"
 )
@@ -442,16 +431,16 @@ _MARK_THESE = (
 _INSERT_USER = (
     "INSERT INTO users (id, name, is_admin, password_hash, created_at) VALUES ($1, $2, $3, $4, $5)"
 )
-_GET_USER = f"SELECT {_USER} FROM users WHERE id = $1"
-_GET_USER_BY_NAME = f"SELECT {_USER} FROM users WHERE name = $1"
-_LIST_USERS = f"SELECT {_USER} FROM users ORDER BY created_at, name"
+_GET_USER = f"SELECT {USER} FROM users WHERE id = $1"
+_GET_USER_BY_NAME = f"SELECT {USER} FROM users WHERE name = $1"
+_LIST_USERS = f"SELECT {USER} FROM users ORDER BY created_at, name"
 _INSERT_CREDENTIAL = (
     "INSERT INTO credentials (key_hash, kind, user_id, created_at, expires_at, revoked) "
     "SELECT $1, $2, $3::varchar, $4::timestamptz, $5::timestamptz, $6::boolean "
     "WHERE EXISTS (SELECT 1 FROM users WHERE id = $3)"
 )
 _USER_FOR_KEY = (
-    f"SELECT {_USER_OF_KEY} FROM credentials JOIN users ON users.id = credentials.user_id "
+    f"SELECT {USER_OF_KEY} FROM credentials JOIN users ON users.id = credentials.user_id "
     "WHERE credentials.key_hash = $1 AND credentials.kind = $2 AND NOT credentials.revoked "
     "AND (credentials.expires_at IS NULL OR credentials.expires_at > $3)"
 )

@@ -4,8 +4,10 @@ The schema is SQLAlchemy's (``tables.py``) and the Alembic migrations build
 it, but the calls themselves go straight to the driver with fixed SQL, one
 thread hop or one round trip per call where possible: ``sqlite3`` in worker
 threads (:mod:`daehwa.store.sqlite`) or an ``asyncpg`` pool
-(:mod:`daehwa.store.postgres`). This class holds what both share: the
-arguments' checks, the encoding of values, and the shape of each result.
+(:mod:`daehwa.store.postgres`); :mod:`daehwa.store.sql_engine` reads the URL
+for the driver and runs the migrations. This class holds what both drivers
+share: the arguments' checks, the encoding of values, and the shape of each
+result.
 
 ``seq`` comes from a counter column on the conversation row, bumped by the
 first statement of the append's transaction: PostgreSQL holds that row's lock
@@ -16,14 +18,13 @@ get 1, 2, 3 ... in commit order with no gap or duplicate.
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from daehwa.errors import Conflict, NotFound, StoreError
+from daehwa.errors import Conflict, NotFound
 from daehwa.messages import (
     Conversation,
     Message,
@@ -36,7 +37,6 @@ from daehwa.messages import (
     utcnow,
 )
 from daehwa.store.base import Page
-from daehwa.store.migrate import at_head, head_revisions, upgrade
 from daehwa.store.paging import (
     as_utc,
     check_fields,
@@ -47,7 +47,8 @@ from daehwa.store.paging import (
     encode_cursor,
     from_micros,
 )
-from daehwa.store.sqlite import BUSY_TIMEOUT_MS, SqliteDatabase
+from daehwa.store.sql_engine import asyncpg_options, engine_for, migrate_database
+from daehwa.store.sqlite import SqliteDatabase
 from daehwa.store.urls import sqlite_database
 
 if TYPE_CHECKING:
@@ -55,8 +56,6 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from daehwa.store.postgres import PostgresDatabase
-
-log = logging.getLogger(__name__)
 
 
 def _dumps(value: Any) -> str:
@@ -93,7 +92,7 @@ class SqlStore:
             from daehwa.store.postgres import MAX_OVERFLOW, POOL_SIZE, PostgresDatabase
 
             self._db = PostgresDatabase(
-                _asyncpg_options(self.url),
+                asyncpg_options(self.url),
                 pool_size=POOL_SIZE if pool_size is None else pool_size,
                 max_overflow=MAX_OVERFLOW if max_overflow is None else max_overflow,
             )
@@ -126,46 +125,12 @@ class SqlStore:
         it would see a different, empty database.)
         """
         if self._engine is None:
-            from sqlalchemy import event
-            from sqlalchemy.ext.asyncio import create_async_engine
-
-            drivers = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
-            url = self.url.set(drivername=drivers[self.dialect])
-            options: dict[str, Any] = {}
-            if self.dialect == "postgresql" and (settings := _server_settings(url)):
-                url = url.difference_update_query(settings)
-                options["connect_args"] = {"server_settings": settings}
-            self._engine = create_async_engine(
-                url, json_serializer=_dumps, json_deserializer=orjson.loads, **options
-            )
-            if self.dialect == "sqlite":
-                event.listen(self._engine.sync_engine, "connect", _sqlite_pragmas)
+            self._engine = engine_for(self.url, self.dialect)
         return self._engine
 
     async def migrate(self) -> None:
         """Bring the schema up to the newest migration; existing data is kept."""
-        if isinstance(self._db, SqliteDatabase) and self._db.memory:
-            await self._db.run_on_writer(_migrate_sqlite_connection)
-            return
-        if await self._at_head():
-            # Already current: no engine and no Alembic loaded (together ~40 MB at rest).
-            return
-        from sqlalchemy.exc import SQLAlchemyError
-
-        try:
-            async with self.engine.begin() as conn:
-                await conn.run_sync(upgrade)
-        except (SQLAlchemyError, OSError) as exc:
-            log.warning("sql store migration failed: %s", exc)
-            raise StoreError("the history store cannot be migrated; the log says why") from exc
-        finally:
-            # Give the migration's connections back; the store has its own.
-            await self.engine.dispose()
-
-    async def _at_head(self) -> bool:
-        if isinstance(self._db, SqliteDatabase):
-            return await self._db.run_on_writer(at_head)
-        return await self._db.schema_revisions() == head_revisions()
+        await migrate_database(self._db, lambda: self.engine)
 
     async def aclose(self) -> None:
         """Close every connection (and the store's threads on SQLite)."""
@@ -455,55 +420,3 @@ def _stored(message: Message, row: tuple[Any, ...], seq: int, created: datetime)
         model=message.model,
         metadata=orjson.loads(row[10]),
     )
-
-
-# URL query parameters that are asyncpg's own connection arguments; any other
-# is a PostgreSQL setting for the store's sessions (``?synchronous_commit=off``).
-_CONNECT_QUERY = frozenset({"ssl", "host", "port", "user", "password", "database"})
-
-
-def _server_settings(url: URL) -> dict[str, str]:
-    """The PostgreSQL settings given as query parameters of the URL."""
-    return {
-        name: value if isinstance(value, str) else value[-1]
-        for name, value in url.query.items()
-        if name not in _CONNECT_QUERY
-    }
-
-
-def _asyncpg_options(url: URL) -> dict[str, Any]:
-    """asyncpg's ``connect()`` arguments for a ``postgresql://`` URL."""
-    options: dict[str, Any] = url.translate_connect_args(username="user", database="database")
-    for name in _CONNECT_QUERY:
-        value = url.query.get(name)
-        if value is not None:
-            options[name] = value if isinstance(value, str) else value[-1]
-    if "port" in options:
-        options["port"] = int(options["port"])
-    settings = _server_settings(url)
-    if settings:
-        options["server_settings"] = settings
-    return options
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # The engine's connections wait for the store's writer like the store's own do.
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA foreign_keys=ON")
-    finally:
-        cursor.close()
-
-
-def _migrate_sqlite_connection(connection: Any) -> None:
-    """Migrate the one connection of an in-memory database, through SQLAlchemy."""
-    from sqlalchemy import create_engine
-    from sqlalchemy.pool import StaticPool
-
-    engine = create_engine("sqlite://", creator=lambda: connection, poolclass=StaticPool)
-    with engine.connect() as conn:
-        conn.exec_driver_sql("BEGIN")
-        upgrade(conn)
-        conn.exec_driver_sql("COMMIT")

@@ -1,54 +1,26 @@
-"""The SQLite side of :class:`~daehwa.store.sql.SqlStore`: plain ``sqlite3`` in worker threads.
+"""The SQLite side of :class:`~daehwa.store.sql.SqlStore`: the SQL of each store operation.
 
-Each store call is one job for a thread that owns its connection, so a whole
-transaction costs a single hop from the event loop and back. One writer
-thread runs every write (SQLite has one writer anyway: queueing jobs is
-cheaper than contending for the lock); reader threads run the single-statement
-reads beside it, which WAL allows. The SQL is fixed text, so ``sqlite3``'s
-statement cache prepares each statement once per connection.
+Each operation is one job for the threads of
+:class:`~daehwa.store.sqlite_threads.SqliteConnections`: reads on a reader
+thread, writes in one transaction on the writer thread. The SQL is fixed text,
+so ``sqlite3``'s statement cache prepares each statement once per connection.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 import sqlite3
-import threading
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from datetime import UTC, datetime
-from queue import SimpleQueue
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 
-from daehwa.errors import Conflict, NotFound, StoreError
+from daehwa.errors import NotFound
 from daehwa.messages import Conversation, Message, User
 from daehwa.store.paging import later_than
-from daehwa.store.rows import (
-    CONVERSATION_COLUMNS,
-    MESSAGE_COLUMNS,
-    USER_COLUMNS,
-    conversation_from_row,
-    message_from_row,
-    user_from_row,
-)
-
-log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-# How long a connection waits for another process's write lock before failing.
-BUSY_TIMEOUT_MS = 10_000
-# Reader threads of a file database (an in-memory one has only the writer).
-READERS = 2
-
-_CONVERSATION = ", ".join(CONVERSATION_COLUMNS)
-_MESSAGE = ", ".join(MESSAGE_COLUMNS)
-_USER = ", ".join(USER_COLUMNS)
-_USER_OF_KEY = ", ".join(f"users.{c}" for c in USER_COLUMNS)
-
-_Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...]]
+from daehwa.store.rows import conversation_from_row, message_from_row, user_from_row
+from daehwa.store.sql_columns import CONVERSATION, MESSAGE, USER, USER_OF_KEY
+from daehwa.store.sqlite_threads import SqliteConnections
 
 
 def sql_time(moment: datetime) -> str:
@@ -61,133 +33,10 @@ def read_time(text: str) -> datetime:
     return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.cancelled():
-        return
-    if error is None:
-        future.set_result(result)
-    else:
-        future.set_exception(error)
-
-
-class _Worker(threading.Thread):
-    """A thread with one connection, running jobs from a queue until told to stop."""
-
-    def __init__(self, name: str, jobs: SimpleQueue[_Job | None], connect: Callable[[], Any]):
-        super().__init__(name=name, daemon=True)
-        self.jobs = jobs
-        self.connect = connect
-
-    def run(self) -> None:
-        connection: Any = None
-        failure: BaseException | None = None
-        try:
-            connection = self.connect()
-        except BaseException as exc:  # every job will get this error
-            failure = exc
-        try:
-            while (job := self.jobs.get()) is not None:
-                loop, future, fn, args = job
-                result, error = None, failure
-                if error is None:
-                    try:
-                        result = fn(connection, *args)
-                    except BaseException as exc:  # handed to the awaiting task
-                        error = exc
-                # A closed loop raises RuntimeError: nobody is waiting any more.
-                with contextlib.suppress(RuntimeError):
-                    loop.call_soon_threadsafe(_settle, future, result, error)
-        finally:
-            if connection is not None:
-                connection.close()
-
-
-class SqliteDatabase:
+class SqliteDatabase(SqliteConnections):
     """The SQL of every store operation, on one SQLite file (or ``:memory:``)."""
 
     dialect = "sqlite"
-
-    def __init__(self, path: str, *, readers: int = READERS) -> None:
-        self.path = path
-        self.memory = path in ("", ":memory:")
-        self._writes: SimpleQueue[_Job | None] = SimpleQueue()
-        # An in-memory database exists only inside its one connection.
-        self._reads = self._writes if self.memory else SimpleQueue()
-        self._workers = [_Worker("daehwa-sqlite-writer", self._writes, self._connect_writer)]
-        if not self.memory:
-            self._workers += [
-                _Worker(f"daehwa-sqlite-reader-{n}", self._reads, self._connect_reader)
-                for n in range(readers)
-            ]
-        self._started = False
-        self._closed = False
-
-    # -- threads -----------------------------------------------------------------
-
-    def _connect(self) -> sqlite3.Connection:
-        connection = sqlite3.connect(
-            self.path or ":memory:",
-            isolation_level=None,  # transactions are begun and ended explicitly
-            check_same_thread=False,
-            cached_statements=256,
-        )
-        connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        connection.execute("PRAGMA foreign_keys=ON")
-        return connection
-
-    def _connect_writer(self) -> sqlite3.Connection:
-        connection = self._connect()
-        # WAL lets readers run beside the one writer; it is kept in the file.
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=NORMAL")
-        return connection
-
-    def _connect_reader(self) -> sqlite3.Connection:
-        connection = self._connect()
-        connection.execute("PRAGMA query_only=1")
-        return connection
-
-    def _start(self) -> None:
-        if self._closed:
-            raise StoreError("the history store is closed")
-        if not self._started:
-            self._started = True
-            for worker in self._workers:
-                worker.start()
-
-    async def _submit(self, queue: SimpleQueue[_Job | None], fn: Callable[..., T], *args: Any) -> T:
-        self._start()
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        queue.put((loop, future, fn, args))
-        try:
-            return await future
-        except sqlite3.IntegrityError as exc:
-            raise Conflict("a row with this key already exists") from exc
-        except (sqlite3.Error, OSError) as exc:
-            log.warning("sqlite store call failed: %s", exc)
-            raise StoreError("the history store is unavailable") from exc
-
-    async def read(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(connection, *args)`` in a reader thread."""
-        return await self._submit(self._reads, fn, *args)
-
-    async def write(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(connection, *args)`` in one transaction in the writer thread."""
-        return await self._submit(self._writes, _in_transaction, fn, *args)
-
-    async def run_on_writer(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(connection, *args)`` in the writer thread, outside any transaction."""
-        return await self._submit(self._writes, fn, *args)
-
-    async def aclose(self) -> None:
-        """Stop the threads after the jobs already queued; close their connections."""
-        self._closed = True
-        if not self._started:
-            return
-        for worker in self._workers:
-            worker.jobs.put(None)
-        await asyncio.gather(*(asyncio.to_thread(w.join) for w in self._workers))
 
     # -- conversations -------------------------------------------------------------
 
@@ -306,18 +155,6 @@ def _times(row: tuple[Any, ...], *positions: int) -> tuple[Any, ...]:
     return tuple(values)
 
 
-def _in_transaction(connection: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T:
-    # IMMEDIATE takes the write lock at once, so reads inside see what they change.
-    connection.execute("BEGIN IMMEDIATE")
-    try:
-        result = fn(connection, *args)
-    except BaseException:
-        connection.execute("ROLLBACK")
-        raise
-    connection.execute("COMMIT")
-    return result
-
-
 def _execute(connection: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> None:
     connection.execute(sql, params)
 
@@ -378,7 +215,7 @@ def _update_conversation(
     assignments = "".join(f"{name} = ?, " for name in names)
     row = connection.execute(
         f"UPDATE conversations SET {assignments}updated_at = ? WHERE id = ? "
-        f"RETURNING {_CONVERSATION}",
+        f"RETURNING {CONVERSATION}",
         (*(fields[n] for n in names), sql_time(updated), conversation_id),
     ).fetchone()
     return conversation_from_row(row, read_time)
@@ -429,14 +266,14 @@ _INSERT_CONVERSATION = (
     "INSERT INTO conversations (id, user_id, title, persona, variables, model, summary, "
     "summary_seq, last_seq, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_GET_CONVERSATION = f"SELECT {_CONVERSATION} FROM conversations WHERE id = ?"
+_GET_CONVERSATION = f"SELECT {CONVERSATION} FROM conversations WHERE id = ?"
 _CONVERSATION_TIME = "SELECT updated_at FROM conversations WHERE id = ?"
 _LIST_CONVERSATIONS = (
-    f"SELECT {_CONVERSATION} FROM conversations WHERE user_id = ? "
+    f"SELECT {CONVERSATION} FROM conversations WHERE user_id = ? "
     "ORDER BY updated_at DESC, id DESC LIMIT ?"
 )
 _LIST_CONVERSATIONS_AFTER = (
-    f"SELECT {_CONVERSATION} FROM conversations WHERE user_id = ? AND (updated_at, id) < (?, ?) "
+    f"SELECT {CONVERSATION} FROM conversations WHERE user_id = ? AND (updated_at, id) < (?, ?) "
     "ORDER BY updated_at DESC, id DESC LIMIT ?"
 )
 _DELETE_CONVERSATION = (
@@ -453,7 +290,7 @@ _BUMP_SEQ = (
 )
 _SET_UPDATED_AT = "UPDATE conversations SET updated_at = ? WHERE id = ?"
 _INSERT_MESSAGE = (
-    f"INSERT INTO messages ({_MESSAGE}, updated_at) "
+    f"INSERT INTO messages ({MESSAGE}, updated_at) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # NULL keeps a column as it is (no field of update_message can be set to NULL).
@@ -461,26 +298,26 @@ _UPDATE_MESSAGE = (
     "UPDATE messages SET content = coalesce(?, content), status = coalesce(?, status), "
     "usage = coalesce(?, usage), tool_calls = coalesce(?, tool_calls), "
     "metadata = coalesce(?, metadata), updated_at = ? "
-    f"WHERE id = ? RETURNING {_MESSAGE}"
+    f"WHERE id = ? RETURNING {MESSAGE}"
 )
-_GET_MESSAGE = f"SELECT {_MESSAGE} FROM messages WHERE id = ?"
+_GET_MESSAGE = f"SELECT {MESSAGE} FROM messages WHERE id = ?"
 _BY_REQUEST_ID = (
-    f"SELECT {_MESSAGE} FROM messages WHERE conversation_id = ? AND request_id = ? "
+    f"SELECT {MESSAGE} FROM messages WHERE conversation_id = ? AND request_id = ? "
     "ORDER BY seq LIMIT 1"
 )
 # The newest first; the caller turns the page around.
-_NEWEST = f"SELECT {_MESSAGE} FROM messages WHERE conversation_id = ? ORDER BY seq DESC LIMIT ?"
+_NEWEST = f"SELECT {MESSAGE} FROM messages WHERE conversation_id = ? ORDER BY seq DESC LIMIT ?"
 _NEWEST_BEFORE = (
-    f"SELECT {_MESSAGE} FROM messages WHERE conversation_id = ? AND seq < ? "
+    f"SELECT {MESSAGE} FROM messages WHERE conversation_id = ? AND seq < ? "
     "ORDER BY seq DESC LIMIT ?"
 )
 _SINCE = (
-    f"SELECT {_MESSAGE} FROM messages WHERE conversation_id = ? AND created_at >= ? "
+    f"SELECT {MESSAGE} FROM messages WHERE conversation_id = ? AND created_at >= ? "
     "AND seq < ? ORDER BY seq LIMIT ?"
 )
 # Case is folded by LIKE itself (ASCII only in SQLite), as the contract asks.
 _SEARCH = (
-    f"SELECT {_MESSAGE} FROM messages WHERE conversation_id IN "
+    f"SELECT {MESSAGE} FROM messages WHERE conversation_id IN "
     "(SELECT id FROM conversations WHERE user_id = ?) AND content LIKE ? ESCAPE '\\' "
     "ORDER BY created_at DESC, seq DESC, id DESC LIMIT ?"
 )
@@ -503,16 +340,16 @@ _MARK_THESE = (
 _INSERT_USER = (
     "INSERT INTO users (id, name, is_admin, password_hash, created_at) VALUES (?, ?, ?, ?, ?)"
 )
-_GET_USER = f"SELECT {_USER} FROM users WHERE id = ?"
-_GET_USER_BY_NAME = f"SELECT {_USER} FROM users WHERE name = ?"
-_LIST_USERS = f"SELECT {_USER} FROM users ORDER BY created_at, name"
+_GET_USER = f"SELECT {USER} FROM users WHERE id = ?"
+_GET_USER_BY_NAME = f"SELECT {USER} FROM users WHERE name = ?"
+_LIST_USERS = f"SELECT {USER} FROM users ORDER BY created_at, name"
 _USER_EXISTS = "SELECT 1 FROM users WHERE id = ?"
 _INSERT_CREDENTIAL = (
     "INSERT INTO credentials (key_hash, kind, user_id, created_at, expires_at, revoked) "
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
 _USER_FOR_KEY = (
-    f"SELECT {_USER_OF_KEY} FROM credentials JOIN users ON users.id = credentials.user_id "
+    f"SELECT {USER_OF_KEY} FROM credentials JOIN users ON users.id = credentials.user_id "
     "WHERE credentials.key_hash = ? AND credentials.kind = ? AND credentials.revoked = 0 "
     "AND (credentials.expires_at IS NULL OR credentials.expires_at > ?)"
 )

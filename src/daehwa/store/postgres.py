@@ -20,8 +20,15 @@ import asyncpg
 
 from daehwa.errors import Conflict, NotFound, StoreError
 from daehwa.messages import Conversation, Message, User
-from daehwa.store.rows import conversation_from_row, message_from_row, user_from_row
-from daehwa.store.sql_columns import CONVERSATION, MESSAGE, USER, USER_OF_KEY
+from daehwa.store.rows import (
+    CONVERSATION_SELECT,
+    MESSAGE_SELECT,
+    USER_OF_KEY_SELECT,
+    USER_SELECT,
+    conversation_from_row,
+    message_from_row,
+    user_from_row,
+)
 
 log = logging.getLogger(__name__)
 
@@ -341,7 +348,7 @@ def _update_conversation_sql(names: tuple[str, ...]) -> str:
         sql = _update_sql[names] = (
             f"UPDATE conversations SET {assignments}"
             f"updated_at = greatest(${now}::timestamptz, updated_at + interval '1 microsecond') "
-            f"WHERE id = ${conversation} RETURNING {CONVERSATION}"
+            f"WHERE id = ${conversation} RETURNING {CONVERSATION_SELECT}"
         )
     return sql
 
@@ -353,13 +360,13 @@ _INSERT_CONVERSATION = (
     "summary_seq, last_seq, created_at, updated_at) "
     "VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10, $11)"
 )
-_GET_CONVERSATION = f"SELECT {CONVERSATION} FROM conversations WHERE id = $1"
+_GET_CONVERSATION = f"SELECT {CONVERSATION_SELECT} FROM conversations WHERE id = $1"
 _LIST_CONVERSATIONS = (
-    f"SELECT {CONVERSATION} FROM conversations WHERE user_id = $1 "
+    f"SELECT {CONVERSATION_SELECT} FROM conversations WHERE user_id = $1 "
     "ORDER BY updated_at DESC, id DESC LIMIT $2"
 )
 _LIST_CONVERSATIONS_AFTER = (
-    f"SELECT {CONVERSATION} FROM conversations WHERE user_id = $1 "
+    f"SELECT {CONVERSATION_SELECT} FROM conversations WHERE user_id = $1 "
     "AND (updated_at, id) < ($2, $3) ORDER BY updated_at DESC, id DESC LIMIT $4"
 )
 _DELETE_CONVERSATION = (
@@ -383,7 +390,7 @@ WITH bumped AS (
     WHERE id = $1
     RETURNING last_seq, updated_at
 )
-INSERT INTO messages ({MESSAGE}, updated_at)
+INSERT INTO messages ({MESSAGE_SELECT}, updated_at)
 SELECT m.id, $1, bumped.last_seq - $2 + m.n, m.role, m.content, m.status, m.usage::jsonb,
        m.tool_calls::jsonb, m.tool_call_id, m.request_id, m.model, m.metadata::jsonb,
        bumped.updated_at - ($2 - m.n) * interval '1 microsecond',
@@ -399,25 +406,27 @@ _UPDATE_MESSAGE = (
     "UPDATE messages SET content = coalesce($1, content), status = coalesce($2, status), "
     "usage = coalesce($3::jsonb, usage), tool_calls = coalesce($4::jsonb, tool_calls), "
     "metadata = coalesce($5::jsonb, metadata), updated_at = $6 "
-    f"WHERE id = $7 RETURNING {MESSAGE}"
+    f"WHERE id = $7 RETURNING {MESSAGE_SELECT}"
 )
-_GET_MESSAGE = f"SELECT {MESSAGE} FROM messages WHERE id = $1"
+_GET_MESSAGE = f"SELECT {MESSAGE_SELECT} FROM messages WHERE id = $1"
 _BY_REQUEST_ID = (
-    f"SELECT {MESSAGE} FROM messages WHERE conversation_id = $1 AND request_id = $2 "
+    f"SELECT {MESSAGE_SELECT} FROM messages WHERE conversation_id = $1 AND request_id = $2 "
     "ORDER BY seq LIMIT 1"
 )
-_NEWEST = f"SELECT {MESSAGE} FROM messages WHERE conversation_id = $1 ORDER BY seq DESC LIMIT $2"
+_NEWEST = (
+    f"SELECT {MESSAGE_SELECT} FROM messages WHERE conversation_id = $1 ORDER BY seq DESC LIMIT $2"
+)
 _NEWEST_BEFORE = (
-    f"SELECT {MESSAGE} FROM messages WHERE conversation_id = $1 AND seq < $2 "
+    f"SELECT {MESSAGE_SELECT} FROM messages WHERE conversation_id = $1 AND seq < $2 "
     "ORDER BY seq DESC LIMIT $3"
 )
 _SINCE = (
-    f"SELECT {MESSAGE} FROM messages WHERE conversation_id = $1 AND created_at >= $2 "
+    f"SELECT {MESSAGE_SELECT} FROM messages WHERE conversation_id = $1 AND created_at >= $2 "
     "AND seq < $3 ORDER BY seq LIMIT $4"
 )
 # ILIKE folds every letter's case; served by the trigram index when there is one.
 _SEARCH = (
-    f"SELECT {MESSAGE} FROM messages WHERE conversation_id IN "
+    f"SELECT {MESSAGE_SELECT} FROM messages WHERE conversation_id IN "
     "(SELECT id FROM conversations WHERE user_id = $1) AND content ILIKE $2 ESCAPE '\\' "
     "ORDER BY created_at DESC, seq DESC, id DESC LIMIT $3"
 )
@@ -431,16 +440,16 @@ _MARK_THESE = (
 _INSERT_USER = (
     "INSERT INTO users (id, name, is_admin, password_hash, created_at) VALUES ($1, $2, $3, $4, $5)"
 )
-_GET_USER = f"SELECT {USER} FROM users WHERE id = $1"
-_GET_USER_BY_NAME = f"SELECT {USER} FROM users WHERE name = $1"
-_LIST_USERS = f"SELECT {USER} FROM users ORDER BY created_at, name"
+_GET_USER = f"SELECT {USER_SELECT} FROM users WHERE id = $1"
+_GET_USER_BY_NAME = f"SELECT {USER_SELECT} FROM users WHERE name = $1"
+_LIST_USERS = f"SELECT {USER_SELECT} FROM users ORDER BY created_at, name"
 _INSERT_CREDENTIAL = (
     "INSERT INTO credentials (key_hash, kind, user_id, created_at, expires_at, revoked) "
     "SELECT $1, $2, $3::varchar, $4::timestamptz, $5::timestamptz, $6::boolean "
     "WHERE EXISTS (SELECT 1 FROM users WHERE id = $3)"
 )
 _USER_FOR_KEY = (
-    f"SELECT {USER_OF_KEY} FROM credentials JOIN users ON users.id = credentials.user_id "
+    f"SELECT {USER_OF_KEY_SELECT} FROM credentials JOIN users ON users.id = credentials.user_id "
     "WHERE credentials.key_hash = $1 AND credentials.kind = $2 AND NOT credentials.revoked "
     "AND (credentials.expires_at IS NULL OR credentials.expires_at > $3)"
 )

@@ -55,6 +55,13 @@ MESSAGE_COLUMNS = (
 )
 USER_COLUMNS = ("id", "name", "is_admin", "password_hash", "created_at")
 
+# The same columns as one select list, as the SQL of every query names them.
+CONVERSATION_SELECT = ", ".join(CONVERSATION_COLUMNS)
+MESSAGE_SELECT = ", ".join(MESSAGE_COLUMNS)
+USER_SELECT = ", ".join(USER_COLUMNS)
+# A user's columns in a query that joins another table.
+USER_OF_KEY_SELECT = ", ".join(f"users.{c}" for c in USER_COLUMNS)
+
 # How a driver's value of a timestamp column becomes an aware UTC datetime.
 TimeReader = Callable[[Any], datetime]
 

@@ -18,8 +18,15 @@ import orjson
 from daehwa.errors import NotFound
 from daehwa.messages import Conversation, Message, User
 from daehwa.store.paging import later_than
-from daehwa.store.rows import conversation_from_row, message_from_row, user_from_row
-from daehwa.store.sql_columns import CONVERSATION, MESSAGE, USER, USER_OF_KEY
+from daehwa.store.rows import (
+    CONVERSATION_SELECT,
+    MESSAGE_SELECT,
+    USER_OF_KEY_SELECT,
+    USER_SELECT,
+    conversation_from_row,
+    message_from_row,
+    user_from_row,
+)
 from daehwa.store.sqlite_threads import SqliteConnections
 
 
@@ -215,7 +222,7 @@ def _update_conversation(
     assignments = "".join(f"{name} = ?, " for name in names)
     row = connection.execute(
         f"UPDATE conversations SET {assignments}updated_at = ? WHERE id = ? "
-        f"RETURNING {CONVERSATION}",
+        f"RETURNING {CONVERSATION_SELECT}",
         (*(fields[n] for n in names), sql_time(updated), conversation_id),
     ).fetchone()
     return conversation_from_row(row, read_time)
@@ -266,14 +273,15 @@ _INSERT_CONVERSATION = (
     "INSERT INTO conversations (id, user_id, title, persona, variables, model, summary, "
     "summary_seq, last_seq, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_GET_CONVERSATION = f"SELECT {CONVERSATION} FROM conversations WHERE id = ?"
+_GET_CONVERSATION = f"SELECT {CONVERSATION_SELECT} FROM conversations WHERE id = ?"
 _CONVERSATION_TIME = "SELECT updated_at FROM conversations WHERE id = ?"
 _LIST_CONVERSATIONS = (
-    f"SELECT {CONVERSATION} FROM conversations WHERE user_id = ? "
+    f"SELECT {CONVERSATION_SELECT} FROM conversations WHERE user_id = ? "
     "ORDER BY updated_at DESC, id DESC LIMIT ?"
 )
 _LIST_CONVERSATIONS_AFTER = (
-    f"SELECT {CONVERSATION} FROM conversations WHERE user_id = ? AND (updated_at, id) < (?, ?) "
+    f"SELECT {CONVERSATION_SELECT} FROM conversations "
+    "WHERE user_id = ? AND (updated_at, id) < (?, ?) "
     "ORDER BY updated_at DESC, id DESC LIMIT ?"
 )
 _DELETE_CONVERSATION = (
@@ -290,7 +298,7 @@ _BUMP_SEQ = (
 )
 _SET_UPDATED_AT = "UPDATE conversations SET updated_at = ? WHERE id = ?"
 _INSERT_MESSAGE = (
-    f"INSERT INTO messages ({MESSAGE}, updated_at) "
+    f"INSERT INTO messages ({MESSAGE_SELECT}, updated_at) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # NULL keeps a column as it is (no field of update_message can be set to NULL).
@@ -298,26 +306,28 @@ _UPDATE_MESSAGE = (
     "UPDATE messages SET content = coalesce(?, content), status = coalesce(?, status), "
     "usage = coalesce(?, usage), tool_calls = coalesce(?, tool_calls), "
     "metadata = coalesce(?, metadata), updated_at = ? "
-    f"WHERE id = ? RETURNING {MESSAGE}"
+    f"WHERE id = ? RETURNING {MESSAGE_SELECT}"
 )
-_GET_MESSAGE = f"SELECT {MESSAGE} FROM messages WHERE id = ?"
+_GET_MESSAGE = f"SELECT {MESSAGE_SELECT} FROM messages WHERE id = ?"
 _BY_REQUEST_ID = (
-    f"SELECT {MESSAGE} FROM messages WHERE conversation_id = ? AND request_id = ? "
+    f"SELECT {MESSAGE_SELECT} FROM messages WHERE conversation_id = ? AND request_id = ? "
     "ORDER BY seq LIMIT 1"
 )
 # The newest first; the caller turns the page around.
-_NEWEST = f"SELECT {MESSAGE} FROM messages WHERE conversation_id = ? ORDER BY seq DESC LIMIT ?"
+_NEWEST = (
+    f"SELECT {MESSAGE_SELECT} FROM messages WHERE conversation_id = ? ORDER BY seq DESC LIMIT ?"
+)
 _NEWEST_BEFORE = (
-    f"SELECT {MESSAGE} FROM messages WHERE conversation_id = ? AND seq < ? "
+    f"SELECT {MESSAGE_SELECT} FROM messages WHERE conversation_id = ? AND seq < ? "
     "ORDER BY seq DESC LIMIT ?"
 )
 _SINCE = (
-    f"SELECT {MESSAGE} FROM messages WHERE conversation_id = ? AND created_at >= ? "
+    f"SELECT {MESSAGE_SELECT} FROM messages WHERE conversation_id = ? AND created_at >= ? "
     "AND seq < ? ORDER BY seq LIMIT ?"
 )
 # Case is folded by LIKE itself (ASCII only in SQLite), as the contract asks.
 _SEARCH = (
-    f"SELECT {MESSAGE} FROM messages WHERE conversation_id IN "
+    f"SELECT {MESSAGE_SELECT} FROM messages WHERE conversation_id IN "
     "(SELECT id FROM conversations WHERE user_id = ?) AND content LIKE ? ESCAPE '\\' "
     "ORDER BY created_at DESC, seq DESC, id DESC LIMIT ?"
 )
@@ -340,16 +350,16 @@ _MARK_THESE = (
 _INSERT_USER = (
     "INSERT INTO users (id, name, is_admin, password_hash, created_at) VALUES (?, ?, ?, ?, ?)"
 )
-_GET_USER = f"SELECT {USER} FROM users WHERE id = ?"
-_GET_USER_BY_NAME = f"SELECT {USER} FROM users WHERE name = ?"
-_LIST_USERS = f"SELECT {USER} FROM users ORDER BY created_at, name"
+_GET_USER = f"SELECT {USER_SELECT} FROM users WHERE id = ?"
+_GET_USER_BY_NAME = f"SELECT {USER_SELECT} FROM users WHERE name = ?"
+_LIST_USERS = f"SELECT {USER_SELECT} FROM users ORDER BY created_at, name"
 _USER_EXISTS = "SELECT 1 FROM users WHERE id = ?"
 _INSERT_CREDENTIAL = (
     "INSERT INTO credentials (key_hash, kind, user_id, created_at, expires_at, revoked) "
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
 _USER_FOR_KEY = (
-    f"SELECT {USER_OF_KEY} FROM credentials JOIN users ON users.id = credentials.user_id "
+    f"SELECT {USER_OF_KEY_SELECT} FROM credentials JOIN users ON users.id = credentials.user_id "
     "WHERE credentials.key_hash = ? AND credentials.kind = ? AND credentials.revoked = 0 "
     "AND (credentials.expires_at IS NULL OR credentials.expires_at > ?)"
 )

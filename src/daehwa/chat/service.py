@@ -5,45 +5,42 @@ calls the store, the context builder, the content filter and the models.
 A turn: take a reply slot (or refuse with 503 busy before anything is stored)
 → check the owner → screen the input → store the user message → start a run
 that builds the context, streams the (filtered) answer and stores the reply
-with its final status, whatever happens.
+with its final status, whatever happens (that run's body is
+:class:`~daehwa.chat.answer.Answerer`). Around the turn: the conversations'
+CRUD, ownership and search, stateless completions, and following a reply's
+events (resume, stop).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import weakref
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from daehwa.chat.admission import ReplySlot, ReplySlots
+from daehwa.chat.answer import HISTORY_LIMIT as HISTORY_LIMIT
+from daehwa.chat.answer import Answerer
 from daehwa.chat.generate import ModelSource, ReplyStreamer
 from daehwa.chat.personas import RenderedPersona, render_persona
-from daehwa.chat.reply import Outcome, model_order, stored_events
+from daehwa.chat.reply import stored_events
 from daehwa.chat.runs import Run, RunRegistry
 from daehwa.chat.stats import TurnStats
 from daehwa.chat.tools import ToolRegistry
 from daehwa.config import ModelSettings, Settings
 from daehwa.context.builder import BuiltContext, ContextBuilder
 from daehwa.errors import ContentBlocked, InvalidInput, NotFound
-from daehwa.events import Envelope, Error, Meta, Step
+from daehwa.events import Envelope, Error
 from daehwa.guard import ContentGuard
-from daehwa.llm.base import GenerationParams
 from daehwa.messages import Conversation, Message, MessageStatus, Role, User, new_id
 from daehwa.store.base import Page, Store
 
 __all__ = ["ChatService", "ModelSource", "TurnStart"]
 
-log = logging.getLogger(__name__)
-
-# How many recent messages the context builder sees; older ones live in the summary.
-HISTORY_LIMIT = 400
 # How long a stop request waits for a reply running on another instance to end.
 STOP_WAIT_SECONDS = 10.0
-# Replies the context leaves out, so their token counts are never needed.
-UNCOUNTED = frozenset({MessageStatus.FAILED, MessageStatus.BLOCKED, MessageStatus.STREAMING})
 
 
 @dataclass(slots=True, frozen=True)
@@ -81,8 +78,8 @@ class ChatService:
         self.admission = ReplySlots(
             settings.chat.max_running_replies, queue_timeout=settings.chat.reply_queue_timeout
         )
+        self.answerer = Answerer(settings, store, self.context, self.streamer, self.stats, tools)
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-        self._upkeep: set[asyncio.Task[None]] = set()
 
     # -- conversations -------------------------------------------------------
 
@@ -94,12 +91,7 @@ class ChatService:
         return conversation
 
     def persona(self, conversation: Conversation) -> RenderedPersona | None:
-        if conversation.persona is None:
-            return None
-        settings = self.settings.personas.get(conversation.persona)
-        if settings is None:
-            raise InvalidInput(f"persona {conversation.persona!r} is no longer configured")
-        return render_persona(settings, conversation.variables, name=conversation.persona)
+        return self.answerer.persona(conversation)
 
     async def create_conversation(
         self,
@@ -199,12 +191,12 @@ class ChatService:
     async def next_context(self, user: User, conversation_id: str) -> BuiltContext:
         """What the model would receive next (the history as it stands)."""
         conversation = await self.conversation(user, conversation_id)
-        return await self._build_context(conversation, before=None)
+        return await self.answerer.build_context(conversation, before=None)
 
     # -- a turn --------------------------------------------------------------
 
     def model_name(self, conversation: Conversation) -> str:
-        return conversation.model or self.settings.chat.default_model
+        return self.answerer.model_name(conversation)
 
     def _model_settings(self, conversation: Conversation) -> ModelSettings:
         return self.settings.models[self.model_name(conversation)]
@@ -314,7 +306,7 @@ class ChatService:
         )
 
         async def body(run: Run) -> None:
-            await self._answer(run, conversation, user_message, reply, model_name)
+            await self.answerer.answer(run, conversation, user_message, reply, model_name)
 
         run = await self.runs.start(reply.id, conversation.id, body)
         slot.hold_until_done(run.task)
@@ -374,101 +366,6 @@ class ChatService:
             for envelope in batch:
                 yield envelope
 
-    async def _build_context(
-        self, conversation: Conversation, *, before: int | None
-    ) -> BuiltContext:
-        page = await self.store.list_messages(conversation.id, limit=HISTORY_LIMIT, before=before)
-        model = self.settings.models[self.model_name(conversation)]
-        persona = self.persona(conversation)
-        built = await self.context.build(
-            system_prompt=persona.system_prompt if persona else self.settings.chat.system_prompt,
-            conversation=conversation,
-            history=page.items,
-            model=model,
-        )
-        built.messages = model_order(built.messages)
-        return built
-
-    def _params(
-        self,
-        conversation: Conversation | None,
-        model_name: str,
-        max_new_tokens: int,
-        request_id: str | None,
-    ) -> GenerationParams:
-        model = self.settings.models[model_name]
-        persona = self.persona(conversation) if conversation is not None else None
-        temperature = persona.temperature if persona and persona.temperature is not None else None
-        tool_names = model.tools
-        if conversation is not None and conversation.persona is not None:
-            chosen = self.settings.personas[conversation.persona].tools
-            tool_names = chosen if chosen is not None else tool_names
-        tools = self.tools.specs(tool_names) if self.tools is not None and tool_names else ()
-        return GenerationParams(
-            max_new_tokens=max_new_tokens,
-            temperature=temperature if temperature is not None else model.temperature,
-            request_id=request_id,
-            cache_key=conversation.id if conversation is not None else None,
-            tools=tools,
-        )
-
-    async def _answer(
-        self,
-        run: Run,
-        conversation: Conversation,
-        user_message: Message,
-        reply: Message,
-        model_name: str,
-    ) -> None:
-        outcome = Outcome()
-        built: BuiltContext | None = None
-
-        def count_with() -> ModelSettings | None:
-            # Once the context is built, the model's tokenizer is loaded: count the reply too.
-            return self.settings.models[model_name] if built is not None else None
-
-        try:
-            await run.emit(
-                Meta(
-                    conversation.id, user_message.id, reply.id, model_name, user_message.request_id
-                )
-            )
-            if run.stop_requested:
-                raise asyncio.CancelledError
-            built = await self._build_context(conversation, before=reply.seq)
-            await run.emit(Step("context", _context_detail(built)))
-            params = self._params(
-                conversation, model_name, built.max_new_tokens, user_message.request_id
-            )
-            await self.streamer.generate(
-                run,
-                model_name,
-                built.messages,
-                params,
-                outcome,
-                reply_id=reply.id,
-                conversation_id=conversation.id,
-            )
-        except asyncio.CancelledError:
-            outcome.cancelled(run.stop_requested)
-            await asyncio.shield(self._finish(run, reply, outcome, count_with()))
-            if not run.stop_requested:
-                raise
-            return
-        except Exception as exc:
-            outcome.fail(exc, reply.id)
-        await asyncio.shield(self._finish(run, reply, outcome, count_with()))
-        if built is not None and built.needs_upkeep:
-            self._schedule_upkeep(conversation, built)
-
-    def _schedule_upkeep(self, conversation: Conversation, built: BuiltContext) -> None:
-        """Summary and embeddings after the reply, off its critical path."""
-        task = asyncio.create_task(
-            self.context.after_turn(conversation=conversation, built=built, store=self.store)
-        )
-        self._upkeep.add(task)
-        task.add_done_callback(self._upkeep.discard)
-
     async def complete(
         self,
         user: User,
@@ -510,89 +407,16 @@ class ChatService:
                         raise verdict.error()
                     message.content = verdict.text
         limit = max_new_tokens or self.settings.models[model_name].max_new_tokens
-        params = self._params(None, model_name, limit, None)
+        params = self.answerer.params(None, model_name, limit, None)
         run_id = new_id()
 
         async def body(run: Run) -> None:
-            outcome = Outcome()
-            try:
-                await run.emit(Meta("", "", run.id, model_name, None))
-                await self.streamer.generate(run, model_name, messages, params, outcome)
-            except asyncio.CancelledError:
-                outcome.cancelled(run.stop_requested)
-                await asyncio.shield(self._emit_final(run, run.id, model_name, outcome))
-                if not run.stop_requested:
-                    raise
-                return
-            except Exception as exc:
-                outcome.fail(exc, run.id)
-            await self._emit_final(run, run.id, model_name, outcome)
+            await self.answerer.complete(run, messages, model_name, params)
 
         run = await self.runs.start(run_id, f"completion-{run_id}", body)
         slot.hold_until_done(run.task)
         return run_id
 
-    async def _finish(
-        self, run: Run, reply: Message, outcome: Outcome, count_with: ModelSettings | None
-    ) -> None:
-        """Store the reply with its final status, then send the terminal event.
-
-        With ``count_with``, the reply's token count under that model goes into
-        the same write, for the next turn's context.
-        """
-        await self.streamer.release_held_text(run, outcome)
-        metadata: dict[str, Any] = dict(reply.metadata)
-        if outcome.finish:
-            metadata["finish_reason"] = outcome.finish
-        if outcome.failure is not None:
-            metadata["error"] = outcome.failure.message
-        final = replace(
-            reply,
-            content=outcome.text.value,
-            status=outcome.status,
-            tool_calls=outcome.tool_calls or None,
-            metadata=metadata,
-        )
-        if count_with is not None and final.status not in UNCOUNTED:
-            try:
-                await self.context.count_before_storing(final, count_with)
-            except Exception:
-                log.warning("could not count the tokens of reply %s", reply.id, exc_info=True)
-        try:
-            await self.store.update_message(
-                reply.id,
-                content=final.content,
-                status=final.status,
-                usage=outcome.usage,
-                tool_calls=final.tool_calls,
-                metadata=final.metadata,
-            )
-        except NotFound:
-            log.info("reply %s was deleted while it streamed", reply.id)
-        except Exception:
-            log.exception("could not store reply %s", reply.id)
-            if outcome.failure is None:
-                outcome.failure = Error("store_error", "the reply could not be stored", reply.id)
-        await self._emit_final(run, reply.id, reply.model or "", outcome)
-
-    async def _emit_final(self, run: Run, message_id: str, model: str, outcome: Outcome) -> None:
-        await self.streamer.release_held_text(run, outcome)
-        self.stats.reply_finished(
-            model, outcome.status.value, outcome.usage.completion_tokens if outcome.usage else 0
-        )
-        await run.emit(outcome.terminal_event(message_id))
-
     async def aclose(self) -> None:
         """Wait briefly for background upkeep (summaries, embeddings) to finish."""
-        if self._upkeep:
-            await asyncio.wait(self._upkeep, timeout=5.0)
-
-
-def _context_detail(built: BuiltContext) -> dict[str, Any]:
-    return {
-        "messages": len(built.messages),
-        "input_tokens": built.input_tokens,
-        "max_new_tokens": built.max_new_tokens,
-        "limit": built.limit,
-        **built.steps,
-    }
+        await self.answerer.aclose()

@@ -40,14 +40,14 @@ from typing import Any
 # Where a profile sample's time goes: the leaf-most frame of a known area names it.
 AREAS = (
     ("content filter", ("guard/",)),
-    ("store (SQLAlchemy, aiosqlite)", ("store/", "sqlalchemy/", "aiosqlite/")),
+    ("store", ("store/", "sqlalchemy/", "aiosqlite/", "asyncpg/", "sqlite3/")),
     ("auth", ("accounts.py", "api/deps.py")),
     ("context build", ("context/",)),
     ("upstream client, SSE decode, chunks", ("llm/http", "llm/sse.py", "llm/openai")),
     ("resilience wrapper", ("llm/resilience", "llm/bulkhead", "llm/breaker", "llm/upstreams")),
     ("run log", ("chat/runs.py",)),
     ("relay (generate, reply)", ("chat/generate.py", "chat/reply.py", "chat/stats.py")),
-    ("turn set-up (service)", ("chat/service.py",)),
+    ("turn set-up and answer (service)", ("chat/service.py", "chat/answer.py")),
     ("SSE response and encoder", ("api/sse.py",)),
     ("WebSocket endpoint", ("api/ws.py",)),
     ("other daehwa API", ("api/",)),

@@ -26,7 +26,7 @@ from daehwa.chat.answer import Answerer
 from daehwa.chat.generate import ModelSource, ReplyStreamer
 from daehwa.chat.personas import RenderedPersona, render_persona
 from daehwa.chat.reply import stored_events
-from daehwa.chat.runs import Run, RunRegistry
+from daehwa.chat.runs import Run, RunRegistry, one_by_one
 from daehwa.chat.stats import TurnStats
 from daehwa.chat.tools import ToolRegistry
 from daehwa.config import ModelSettings, Settings
@@ -337,10 +337,7 @@ class ChatService:
         Past the log's lifetime the events are rebuilt from the stored message
         (meta, one delta with the whole text, then done or error).
         """
-        if self.runs.get(reply_id) is not None:
-            # Running here, so its log exists: follow it directly, one generator less per event.
-            return self.runs.log.follow(reply_id, after)
-        return self._replay(reply_id, after)
+        return one_by_one(self.replay_batches(reply_id, after=after))
 
     def replay_batches(self, reply_id: str, *, after: int = 0) -> AsyncIterator[list[Envelope]]:
         """What :meth:`replay` yields, as lists of the events ready together."""
@@ -360,11 +357,6 @@ class ChatService:
             yield [Envelope.of(after + 1, Error("not_found", f"reply {reply_id} not found"))]
             return
         yield [envelope for envelope in stored_events(message) if envelope.seq > after]
-
-    async def _replay(self, reply_id: str, after: int) -> AsyncIterator[Envelope]:
-        async for batch in self._replay_batches(reply_id, after):
-            for envelope in batch:
-                yield envelope
 
     async def complete(
         self,

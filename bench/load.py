@@ -273,6 +273,9 @@ class Load:
         replies = self.replies
         ttfb = [(r.first - r.sent) * 1000 for r in replies if r.first]
         e2e = [r.end - r.sent for r in replies if r.finished]
+        # How the text arrived: events with text per reply, and the gaps between them.
+        gaps = [gap * 1000 for r in replies if r.finished for gap in r.gaps]
+        texts = [len(r.gaps) + 1 for r in replies if r.finished]
         errors: dict[str, int] = {}
         for r in replies:
             if r.error and r.error != "cut":
@@ -292,6 +295,8 @@ class Load:
             "reconnects": self.reconnects,
             "ttfb_ms": _quantiles(ttfb),
             "e2e_s": _quantiles(e2e),
+            "text_events": percentile(texts, 0.5) if texts else None,
+            "text_gap_ms": _quantiles(gaps),
             "tokens": round(tokens),
             "window_s": round(window, 3),
             "tokens_per_s": round(tokens / window, 1) if window > 0 else 0.0,

@@ -21,11 +21,13 @@ import orjson
 class Reply:
     """What the client saw of one reply (times from ``loop.time()``)."""
 
-    __slots__ = ("chars", "cut", "end", "error", "finished", "first", "sent")
+    __slots__ = ("chars", "cut", "end", "error", "finished", "first", "gaps", "last", "sent")
 
     def __init__(self) -> None:
         self.sent = 0.0
         self.first = 0.0  # first text
+        self.last = 0.0  # latest text
+        self.gaps: list[float] = []  # seconds between two text events in a row
         self.end = 0.0
         self.chars = 0
         self.finished = False
@@ -36,6 +38,9 @@ class Reply:
         if chars:
             if not self.chars:
                 self.first = now
+            else:
+                self.gaps.append(now - self.last)
+            self.last = now
             self.chars += chars
 
     def close(self, now: float, *, error: str = "") -> None:

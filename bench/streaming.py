@@ -316,10 +316,12 @@ def median_rows(runs: list[dict[str, Any]]) -> dict[str, Any]:
         values = [v for v in (get(r) for r in runs) if v is not None]
         return round(statistics.median(values), 3) if values else None
 
-    for key in ("ttfb_ms", "e2e_s"):
-        first[key] = {q: med(lambda r, k=key, q=q: r[k][q]) for q in ("p50", "p99", "max")}
+    for key in ("ttfb_ms", "e2e_s", "text_gap_ms"):
+        first[key] = {
+            q: med(lambda r, k=key, q=q: r.get(k, {}).get(q)) for q in ("p50", "p99", "max")
+        }
     for key in (
-        "tokens_per_s", "server_us_per_token", "upstream_us_per_token",
+        "text_events", "tokens_per_s", "server_us_per_token", "upstream_us_per_token",
         "loadgen_us_per_token", "server_rss_mb", "machine_busy", "loadavg_before",
     ):  # fmt: skip
         first[key] = med(lambda r, k=key: r.get(k))
@@ -339,7 +341,8 @@ def table(rows: list[dict[str, Any]]) -> str:
     naive = {r["concurrency"]: r for r in rows if r["target"] == "naive"}
     head = (
         "| target | C | replies | finished | cut | errors | TTFB p50 ms | TTFB p99 ms "
-        "| ×direct p50/p99 | e2e p50 s | tokens/s | server CPU µs/token | ×naive "
+        "| ×direct p50/p99 | e2e p50 s | text events/reply | text gap p50/p99 ms "
+        "| tokens/s | server CPU µs/token | ×naive "
         "| upstream µs/tok | loadgen µs/tok | server RSS MB | machine busy |"
     )
     out = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -359,7 +362,9 @@ def table(rows: list[dict[str, Any]]) -> str:
         out.append(
             f"| {r['target']} | {r['concurrency']} | {r['replies']} | {r['finished']} "
             f"| {r['cut']} | {errors} | {_n(r['ttfb_ms']['p50'])} | {_n(r['ttfb_ms']['p99'])} "
-            f"| {ratio} | {_n(r['e2e_s']['p50'], 2)} | {_n(r['tokens_per_s'], 0)} "
+            f"| {ratio} | {_n(r['e2e_s']['p50'], 2)} | {_n(r.get('text_events'), 0)} "
+            f"| {_n(r['text_gap_ms']['p50'], 0)}/{_n(r['text_gap_ms']['p99'], 0)} "
+            f"| {_n(r['tokens_per_s'], 0)} "
             f"| {_n(r['server_us_per_token'])} | {vs_naive} | {_n(r['upstream_us_per_token'])} "
             f"| {_n(r['loadgen_us_per_token'])} | {_n(r['server_rss_mb'], 0)} "
             f"| {_n(100 * (r['machine_busy'] or 0), 0)}% |"
@@ -496,6 +501,8 @@ def _progress(row: dict[str, Any]) -> str:
         f"{row['target']:>6} C={row['concurrency']:<4} finished {row['finished']}/"
         f"{row['replies']} cut {row['cut']} errors {sum(row['errors'].values())} "
         f"TTFB p50 {_n(row['ttfb_ms']['p50'])} p99 {_n(row['ttfb_ms']['p99'])} ms; "
+        f"{_n(row.get('text_events'), 0)} text events, gap p99 "
+        f"{_n(row.get('text_gap_ms', {}).get('p99'), 0)} ms; "
         f"server {_n(row.get('server_us_per_token'))} µs/token; "
         f"loadgen {_n(row.get('loadgen_us_per_token'))} µs/token; "
         f"busy {_n(100 * row.get('machine_busy', 0), 0)}%; "

@@ -61,7 +61,9 @@ def serve(
     def announce(text: str) -> None:
         print(f"daehwa: {text}", flush=True)
 
-    application = create_app(settings, announce=announce)
+    from daehwa import collector
+
+    application = create_app(settings, announce=announce, on_started=collector.settle)
     print(f"daehwa: serving on http://{server.host}:{server.port}", flush=True)
     uvicorn.run(
         application,

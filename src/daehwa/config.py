@@ -90,6 +90,10 @@ class ChatSettings(Section):
     max_running_replies: int = Field(100, ge=1)
     # Seconds a turn beyond max_running_replies waits for a slot before that refusal.
     reply_queue_timeout: float = Field(1.0, ge=0)
+    # Least seconds between two reads of a streaming HTTP upstream: what the model
+    # says meanwhile goes out as one delta. The first token is never held; 0 relays
+    # every upstream chunk as it comes (docs/performance.md: what it saves).
+    delta_interval: float = Field(0.1, ge=0, le=1)
 
 
 class ResilienceSettings(Section):

@@ -21,6 +21,7 @@ from daehwa.llm.http_connection import HIGH_WATER
 from daehwa.llm.openai import OpenAIModel
 from tests.fakes.http_server import FakeHTTPServer, RecordedRequest, Reply
 from tests.fakes.openai_upstream import DEFAULT_TEXT, FakeOpenAIUpstream
+from tests.fakes.scenario import pieces
 from tests.llm.conftest import ModelFactory
 from tests.llm.streams import collect, text_of, user
 
@@ -447,3 +448,46 @@ def test_the_client_on_uvloop(certificate: tuple[Path, Path]) -> None:
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         assert type(runner.get_loop()).__module__.startswith("uvloop")
         runner.run(scenarios())
+
+
+def paced_model(fake: FakeOpenAIUpstream, client: UpstreamClient) -> OpenAIModel:
+    return OpenAIModel("paced", client=client, base_url=fake.base_url, model="fake")
+
+
+async def test_a_paced_stream_sends_the_first_text_at_once_then_gathers_the_rest(
+    fake: FakeOpenAIUpstream,
+) -> None:
+    # Tokens 30 ms apart, hand-overs at most every 300 ms: the first text goes alone,
+    # the others arrive in a few joined chunks, and nothing is lost or reordered.
+    client = UpstreamClient(fake.base_url, pace=0.3)
+    try:
+        fake.enqueue("text tokens=12 delay=0.03")
+        chunks = await collect(paced_model(fake, client))
+    finally:
+        await client.aclose()
+    texts = [c.text for c in chunks[:-1]]
+    expected = pieces(DEFAULT_TEXT, 12)
+    assert texts[0] == expected[0], "the first token is never held"
+    assert "".join(texts) == "".join(expected)
+    assert 2 <= len(texts) < len(expected)
+    assert chunks[-1].finish_reason == "stop"
+
+
+async def test_a_paced_body_is_read_to_its_end_and_its_connection_reused(
+    fake: FakeOpenAIUpstream,
+) -> None:
+    # A pace longer than the reply: the socket is not read while a hand-over waits,
+    # and the rest (the body's end included) comes with the next one.
+    client = UpstreamClient(fake.base_url, pace=0.5)
+    try:
+        fake.enqueue("text tokens=4 delay=0.05")
+        chunks = await collect(paced_model(fake, client))
+        assert [c.text for c in chunks[:-1]] == [
+            pieces(DEFAULT_TEXT, 4)[0],
+            "".join(pieces(DEFAULT_TEXT, 4)[1:]),
+        ]
+        # A whole-body read is never paced, and the connection went back to the pool.
+        assert (await fetch(client)).endswith(b"data: [DONE]\n\n")
+        assert client.connections_opened == 1
+    finally:
+        await client.aclose()

@@ -8,6 +8,7 @@ from daehwa.errors import ProviderError
 from daehwa.llm.base import GenerationParams, ToolSpec
 from daehwa.messages import ToolCall
 from tests.fakes.openai_upstream import DEFAULT_TEXT, FakeOpenAIUpstream
+from tests.fakes.scenario import pieces
 from tests.llm.conftest import ModelFactory
 from tests.llm.streams import collect, reasoning_of, text_of, user
 
@@ -35,7 +36,23 @@ async def test_text_stream_yields_deltas_then_one_final_chunk(
     assert (final.text, final.finish_reason, final.tool_calls) == ("", "stop", [])
     assert [c.finish_reason for c in chunks].count("stop") == 1, "a repeated finish is one"
     assert final.usage is not None
-    assert final.usage.completion_tokens == len(chunks) - 1
+    assert final.usage.completion_tokens == len(pieces(DEFAULT_TEXT, None))
+
+
+async def test_events_of_one_read_become_one_chunk_and_an_error_after_text_keeps_it(
+    fake: FakeOpenAIUpstream, make_model: ModelFactory
+) -> None:
+    # No delay: the fake writes every event at once, and they arrive in one read.
+    fake.enqueue("text tokens=6")
+    chunks = await collect(make_model())
+    assert [c.text for c in chunks[:-1]] == ["".join(pieces(DEFAULT_TEXT, 6))]
+    # Text, then an error chunk in the same read: the text is yielded before the error.
+    fake.enqueue("error_chunk tokens=6")
+    seen: list[str] = []
+    with pytest.raises(ProviderError, match="crashed"):
+        async for chunk in make_model().stream(user(), GenerationParams()):
+            seen.append(chunk.text)
+    assert "".join(seen) == "".join(pieces(DEFAULT_TEXT, 6)[:3])
 
 
 async def test_openai_usage_chunk_only_when_include_usage(
@@ -139,7 +156,7 @@ async def test_content_length_body(fake: FakeOpenAIUpstream, make_model: ModelFa
 
 
 async def test_length_finish(fake: FakeOpenAIUpstream, make_model: ModelFactory) -> None:
-    fake.enqueue("length tokens=3")
+    fake.enqueue("length tokens=3 delay=0.01")
     chunks = await collect(make_model())
     assert len(chunks) == 4
     assert chunks[-1].finish_reason == "length"

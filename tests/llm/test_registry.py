@@ -108,3 +108,12 @@ def test_get_unknown_name() -> None:
 def test_default_settings_build() -> None:
     models = ModelRegistry(Settings())
     assert isinstance(models.get("scripted").model, ScriptedModel)  # type: ignore[attr-defined]
+
+
+def test_upstreams_are_paced_by_delta_interval() -> None:
+    config = settings(demo={"provider": "scripted"})
+    assert ModelRegistry(config).clients.pace == 0.1, "the default"
+    config.chat.delta_interval = 0.0
+    assert ModelRegistry(config).clients.get("http://127.0.0.1:9/v1").pace == 0.0
+    config.chat.delta_interval = 0.2
+    assert ModelRegistry(config).clients.get("http://127.0.0.1:9/v1").pace == 0.2

@@ -124,8 +124,12 @@ def create_app(
     store: Store | None = None,
     models: ModelSource | None = None,
     announce: Callable[[str], None] | None = None,
+    on_started: Callable[[], None] | None = None,
 ) -> FastAPI:
-    """Build the application. ``store`` and ``models`` are opened from settings when omitted."""
+    """Build the application. ``store`` and ``models`` are opened from settings when omitted.
+
+    ``on_started`` runs once start-up is complete, before the first request.
+    """
     say = announce or (lambda text: log.warning("%s", text))
 
     @asynccontextmanager
@@ -133,6 +137,8 @@ def create_app(
         async with assemble(settings, store=store, models=models) as app_parts:
             app.state.parts = app_parts
             await bootstrap_user(settings, app_parts.accounts, say)
+            if on_started is not None:
+                on_started()
             yield
 
     app = FastAPI(

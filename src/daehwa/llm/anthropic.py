@@ -26,7 +26,13 @@ import orjson
 from daehwa.config import ModelSettings
 from daehwa.errors import ConfigError, ProviderError
 from daehwa.llm.anthropic_stream import EventReader, error_from_body
-from daehwa.llm.base import Chunk, GenerationParams, malformed_stream, truncated_stream
+from daehwa.llm.base import (
+    Chunk,
+    GenerationParams,
+    malformed_stream,
+    read_piece,
+    truncated_stream,
+)
 from daehwa.llm.http import UpstreamClient
 from daehwa.llm.sse import SSEDecoder, SSEError
 from daehwa.messages import Message, Role
@@ -275,20 +281,24 @@ class AnthropicModel:
             decoder = SSEDecoder()
             try:
                 async for piece in response:
-                    for event in decoder.feed(piece):
-                        if event.data:
-                            chunk = reader.read(orjson.loads(event.data))
-                            if chunk is not None:
-                                yield chunk
+                    chunks, error = read_piece(
+                        reader.read,
+                        (orjson.loads(e.data) for e in decoder.feed(piece) if e.data),
+                        response.start_pacing,
+                    )
+                    for chunk in chunks:
+                        yield chunk
+                    if error is not None:
+                        raise error
                     if reader.finished:
                         break
                 if not reader.finished:
                     for event in decoder.finish():
                         if not event.data:
                             continue
-                        chunk = reader.read(orjson.loads(event.data))
-                        if chunk is not None:
-                            yield chunk
+                        last = reader.read(orjson.loads(event.data))
+                        if last is not None:
+                            yield last
             except (SSEError, orjson.JSONDecodeError) as exc:
                 raise malformed_stream(self.name, exc) from exc
             except ProviderError as exc:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from itertools import groupby
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from daehwa.errors import ProviderError
 from daehwa.messages import Message, ToolCall, Usage
@@ -48,6 +49,66 @@ class Chunk:
     tool_calls: list[ToolCall] = field(default_factory=list)
     finish_reason: str | None = None
     usage: Usage | None = None
+
+
+_OTHER, _TEXT, _REASONING = 0, 1, 2
+
+
+def _kind(chunk: Chunk) -> int:
+    if chunk.tool_calls or chunk.finish_reason is not None or chunk.usage is not None:
+        return _OTHER
+    if chunk.reasoning:
+        return _OTHER if chunk.text else _REASONING
+    return _TEXT
+
+
+def joined_chunks(chunks: Iterable[Chunk | None]) -> list[Chunk]:
+    """The chunks of one network read, neighbours with only text (or only reasoning) joined.
+
+    A paced upstream response (``[chat] delta_interval``) hands over several
+    events at once; joined, they cost one filter pass, one run-log event and one
+    frame to the client instead of one each. ``None`` items are skipped; order
+    is kept, and so is every chunk that carries more than text or reasoning.
+    """
+    joined: list[Chunk] = []
+    for kind, group in groupby((c for c in chunks if c is not None), key=_kind):
+        if kind == _OTHER:
+            joined.extend(group)
+            continue
+        run = list(group)
+        if len(run) == 1:
+            joined.append(run[0])
+        elif kind == _TEXT:
+            joined.append(Chunk(text="".join([c.text for c in run])))
+        else:
+            joined.append(Chunk(reasoning="".join([c.reasoning for c in run])))
+    return joined
+
+
+Event = TypeVar("Event")
+
+
+def read_piece(
+    read: Callable[[Event], Chunk | None], events: Iterable[Event], started: Callable[[], None]
+) -> tuple[list[Chunk], Exception | None]:
+    """The chunks of the events of one network read, joined (:func:`joined_chunks`).
+
+    An error from ``read`` stops the reading and is returned rather than raised,
+    so the caller yields the chunks read before it, then raises it: joining
+    never holds back text that came before an error. ``started`` is called when
+    there is a chunk (the upstream response starts pacing then).
+    """
+    chunks: list[Chunk | None] = []
+    error: Exception | None = None
+    try:
+        for event in events:
+            chunks.append(read(event))
+    except Exception as exc:
+        error = exc
+    joined = joined_chunks(chunks)
+    if joined:
+        started()
+    return joined, error
 
 
 @runtime_checkable

@@ -31,6 +31,7 @@ import binascii
 import os
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
+from functools import partial
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -41,7 +42,13 @@ from daehwa.config import ModelSettings
 from daehwa.errors import ConfigError, ProviderError, ProviderTimeout, RateLimited
 from daehwa.llm.anthropic import check_options, messages_body
 from daehwa.llm.anthropic_stream import EventReader
-from daehwa.llm.base import Chunk, GenerationParams, malformed_stream, truncated_stream
+from daehwa.llm.base import (
+    Chunk,
+    GenerationParams,
+    malformed_stream,
+    read_piece,
+    truncated_stream,
+)
 from daehwa.llm.eventstream import EventStreamDecoder, EventStreamError, EventStreamMessage
 from daehwa.llm.http import UpstreamClient, retry_after_seconds
 from daehwa.llm.openai_errors import scrub
@@ -236,10 +243,15 @@ class BedrockModel:
             decoder = EventStreamDecoder()
             try:
                 async for piece in response:
-                    for frame in decoder.feed(piece):
-                        chunk = self._read_frame(reader, frame)
-                        if chunk is not None:
-                            yield chunk
+                    chunks, error = read_piece(
+                        partial(self._read_frame, reader),
+                        decoder.feed(piece),
+                        response.start_pacing,
+                    )
+                    for chunk in chunks:
+                        yield chunk
+                    if error is not None:
+                        raise error
                     if reader.finished:
                         break
             except EventStreamError as exc:

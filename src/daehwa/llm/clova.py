@@ -33,7 +33,13 @@ import orjson
 
 from daehwa.config import ModelSettings
 from daehwa.errors import ConfigError, ProviderError
-from daehwa.llm.base import Chunk, GenerationParams, malformed_stream, truncated_stream
+from daehwa.llm.base import (
+    Chunk,
+    GenerationParams,
+    malformed_stream,
+    read_piece,
+    truncated_stream,
+)
 from daehwa.llm.clova_stream import ClovaReader, clova_error, error_from_body
 from daehwa.llm.http import UpstreamClient
 from daehwa.llm.sse import SSEDecoder, SSEError
@@ -269,10 +275,15 @@ class ClovaModel:
                 else:
                     decoder = SSEDecoder()
                     async for piece in response:
-                        for event in decoder.feed(piece):
-                            chunk = reader.read(event.event, event.data)
-                            if chunk is not None:
-                                yield chunk
+                        chunks, error = read_piece(
+                            lambda e: reader.read(e.event, e.data),
+                            decoder.feed(piece),
+                            response.start_pacing,
+                        )
+                        for chunk in chunks:
+                            yield chunk
+                        if error is not None:
+                            raise error
                         if reader.finished:
                             break
                     if not reader.finished:

@@ -68,6 +68,7 @@ class UpstreamClient:
         idle_timeout: float = 30.0,
         ssl_context: ssl.SSLContext | None = None,
         label: str | None = None,
+        pace: float = 0.0,
     ) -> None:
         self.scheme, self.host, self.port = origin_of(base_url)
         self.origin = f"{self.scheme}://{self.host}:{self.port}"
@@ -76,6 +77,7 @@ class UpstreamClient:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.idle_timeout = idle_timeout
+        self.pace = pace
         self._ssl: ssl.SSLContext | None = None
         if self.scheme == "https":
             # Built once here: loading the CA bundle blocks for milliseconds.
@@ -130,7 +132,9 @@ class UpstreamClient:
             while True:
                 conn = await self._connection()
                 try:
-                    response = conn.send(head + body, timeout, slots.release, self._put_back)
+                    response = conn.send(
+                        head + body, timeout, slots.release, self._put_back, self.pace
+                    )
                 except StaleConnection:
                     conn.abort()
                     continue
@@ -229,11 +233,13 @@ class UpstreamClients:
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
         ssl_context: ssl.SSLContext | None = None,
+        pace: float = 0.0,
     ) -> None:
         self.max_connections = max_connections
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.ssl_context = ssl_context
+        self.pace = pace
         self._clients: dict[str, UpstreamClient] = {}
 
     def get(self, base_url: str, *, label: str | None = None) -> UpstreamClient:
@@ -249,6 +255,7 @@ class UpstreamClients:
                 read_timeout=self.read_timeout,
                 ssl_context=self.ssl_context,
                 label=label,
+                pace=self.pace,
             )
             self._clients[key] = client
         return client

@@ -18,6 +18,9 @@ import httptools
 
 from daehwa.errors import ProviderError, ProviderTimeout
 
+# A paced response resumes reading, then waits this long at most for what the
+# kernel gathered meanwhile before handing over what it has.
+SETTLE = 0.002
 # Pause the socket when this much body is buffered and unread; resume below LOW.
 HIGH_WATER = 1024 * 1024
 LOW_WATER = 256 * 1024
@@ -48,10 +51,14 @@ class UpstreamResponse:
         "_conn",
         "_done",
         "_error",
+        "_handed",
         "_headers_done",
         "_last",
         "_loop",
+        "_pace",
+        "_pacing",
         "_paused",
+        "_pausing",
         "_put_back",
         "_release_slot",
         "_timeout",
@@ -69,12 +76,17 @@ class UpstreamResponse:
         timeout: float,
         release_slot: Callable[[], None],
         put_back: Callable[[Connection], None],
+        pace: float = 0.0,
     ) -> None:
         self._conn = conn
         self._loop = conn.loop
         self._timeout = timeout
         self._release_slot = release_slot
         self._put_back = put_back
+        self._pace = pace
+        self._pacing = False  # set by start_pacing()
+        self._pausing = False
+        self._handed = 0.0  # when the reader last took body pieces (paced iteration)
         self.status = 0
         self.reason = ""
         #: Response headers, names in lower case (repeated headers joined by ", ").
@@ -110,9 +122,10 @@ class UpstreamResponse:
         if self._buffered > HIGH_WATER and not self._paused:
             self._paused = True
             self._conn.pause_reading()
-        # _wake(), inlined: this runs once per streamed event.
+        # _wake(), inlined: this runs once per streamed event. A paced reader
+        # sleeps on through it: the piece waits for the next hand-over.
         waiter = self._waiter
-        if waiter is not None and not waiter.done():
+        if waiter is not None and not self._pausing and not waiter.done():
             waiter.set_result(None)
 
     def on_complete(self) -> None:
@@ -145,6 +158,14 @@ class UpstreamResponse:
         while True:
             chunks = self._chunks
             if chunks:
+                if self._pacing and not self._done and self._error is None:
+                    # Paced: at most one hand-over per ``pace`` seconds; what arrives
+                    # meanwhile goes with the next one.
+                    now = self._loop.time()
+                    if now < self._handed + self._pace:
+                        await self._pause(self._handed + self._pace)
+                        continue
+                    self._handed = now
                 # Hand over everything buffered at once: fewer wake-ups under load.
                 data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
                 chunks.clear()
@@ -158,6 +179,16 @@ class UpstreamResponse:
             if self._done:
                 raise StopAsyncIteration
             await self._wait()
+
+    def start_pacing(self) -> None:
+        """From now on, hand body pieces over at most once per ``pace`` seconds.
+
+        A streaming reader calls this once the first text is out, so the first
+        token is never held; before, and with ``pace`` 0, each piece goes at once.
+        """
+        if self._pace and not self._pacing:
+            self._pacing = True
+            self._handed = self._loop.time()
 
     async def read(self, limit: int = 1024 * 1024) -> bytes:
         """The whole body, or its first ``limit`` bytes (error bodies are small)."""
@@ -225,6 +256,37 @@ class UpstreamResponse:
         finally:
             self._waiter = None
 
+    async def _pause(self, until: float) -> None:
+        """Wait until loop time ``until``, the socket not read meanwhile.
+
+        The kernel gathers what arrives. At ``until`` reading resumes, and the
+        first piece read wakes the reader (``on_body``), so one read hands it
+        all over; :data:`SETTLE` later the reader goes on anyway, for when
+        nothing was waiting. The body's end, or a dropped connection, is seen
+        with that read (at most ``pace`` seconds late).
+        """
+        stopped = not self._paused
+        if stopped:
+            self._conn.pause_reading()
+        self._pausing = True
+        timers: list[asyncio.TimerHandle] = []
+        timers.append(self._loop.call_at(until, self._end_pause, stopped, timers))
+        try:
+            await self._wait()
+        finally:
+            self._pausing = False
+            for timer in timers:
+                timer.cancel()
+            if stopped and not self._paused:  # resuming twice is harmless
+                self._conn.resume_reading()
+
+    def _end_pause(self, stopped: bool, timers: list[asyncio.TimerHandle]) -> None:
+        self._pausing = False
+        if stopped and not self._paused:
+            self._conn.resume_reading()
+        # From now, not from ``until``: a late loop must still poll the socket first.
+        timers.append(self._loop.call_later(SETTLE, self._wake))
+
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -280,13 +342,14 @@ class Connection(asyncio.Protocol):
         timeout: float,
         release_slot: Callable[[], None],
         put_back: Callable[[Connection], None],
+        pace: float = 0.0,
     ) -> UpstreamResponse:
         """Write one request; its response streams into the returned object."""
         if not self.usable or self.transport is None:
             if self.requests:
                 raise StaleConnection
             raise _disconnected(self.label, "the connection closed before the request was sent")
-        response = UpstreamResponse(self, timeout, release_slot, put_back)
+        response = UpstreamResponse(self, timeout, release_slot, put_back, pace)
         self.response = response
         self.requests += 1
         self.keep_alive = True

@@ -26,7 +26,13 @@ import orjson
 
 from daehwa.config import ModelSettings
 from daehwa.errors import ConfigError, ProviderError
-from daehwa.llm.base import Chunk, GenerationParams, malformed_stream, truncated_stream
+from daehwa.llm.base import (
+    Chunk,
+    GenerationParams,
+    malformed_stream,
+    read_piece,
+    truncated_stream,
+)
 from daehwa.llm.http import UpstreamClient
 from daehwa.llm.openai_errors import error_from_response
 from daehwa.llm.openai_stream import ChunkReader
@@ -235,13 +241,15 @@ class OpenAIModel:
             done = False
             try:
                 async for piece in response:
-                    for event in decoder.feed(piece):
-                        if event.data == "[DONE]":
-                            done = True
-                            break
-                        chunk = reader.read(event.data)
-                        if chunk is not None:
-                            yield chunk
+                    data = [event.data for event in decoder.feed(piece)]
+                    if "[DONE]" in data:
+                        done = True
+                        del data[data.index("[DONE]") :]
+                    chunks, error = read_piece(reader.read, data, response.start_pacing)
+                    for chunk in chunks:
+                        yield chunk
+                    if error is not None:
+                        raise error
                     if done:
                         break
             except SSEError as exc:
@@ -256,9 +264,9 @@ class OpenAIModel:
                     if event.data == "[DONE]":
                         done = True
                         break
-                    chunk = reader.read(event.data)
-                    if chunk is not None:
-                        yield chunk
+                    last = reader.read(event.data)
+                    if last is not None:
+                        yield last
             if not done and reader.finish_reason is None:
                 raise truncated_stream(self.name, "the answer did")
             # Reuse the connection: wait (briefly) for the body's end before the last yield.

@@ -120,7 +120,8 @@ class ModelRegistry:
     def __init__(self, settings: Settings, *, clients: UpstreamClients | None = None) -> None:
         self.settings = settings
         self.clients = clients or UpstreamClients(
-            max_connections=max(MAX_CONNECTIONS, settings.resilience.max_concurrency)
+            max_connections=max(MAX_CONNECTIONS, settings.resilience.max_concurrency),
+            pace=settings.chat.delta_interval,
         )
         self._models: dict[str, ChatModel] = {}
         for name in settings.models:

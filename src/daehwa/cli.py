@@ -63,7 +63,8 @@ def serve(
 
     from daehwa import collector
 
-    application = create_app(settings, announce=announce, on_started=collector.settle)
+    settle = collector.settle if settings.server.tune_gc else None
+    application = create_app(settings, announce=announce, on_started=settle)
     print(f"daehwa: serving on http://{server.host}:{server.port}", flush=True)
     uvicorn.run(
         application,

@@ -40,6 +40,9 @@ class ServerSettings(Section):
     data_dir: Path = Path("data")
     # Print a one-time login link and create a local user when no user exists.
     bootstrap_user: str | None = "local"
+    # `daehwa serve`: once started, keep the start-up heap out of garbage collections
+    # and collect the young generation less often (daehwa.collector).
+    tune_gc: bool = True
 
 
 class StoreSettings(Section):

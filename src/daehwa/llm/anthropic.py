@@ -30,7 +30,7 @@ from daehwa.llm.base import (
     Chunk,
     GenerationParams,
     malformed_stream,
-    read_piece,
+    piece_chunks,
     truncated_stream,
 )
 from daehwa.llm.http import UpstreamClient
@@ -281,15 +281,12 @@ class AnthropicModel:
             decoder = SSEDecoder()
             try:
                 async for piece in response:
-                    chunks, error = read_piece(
+                    for chunk in piece_chunks(
                         reader.read,
                         (orjson.loads(e.data) for e in decoder.feed(piece) if e.data),
                         response.start_pacing,
-                    )
-                    for chunk in chunks:
+                    ):
                         yield chunk
-                    if error is not None:
-                        raise error
                     if reader.finished:
                         break
                 if not reader.finished:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Any, Protocol, TypeVar, runtime_checkable
@@ -109,6 +109,20 @@ def read_piece(
     if joined:
         started()
     return joined, error
+
+
+def piece_chunks(
+    read: Callable[[Event], Chunk | None], events: Iterable[Event], started: Callable[[], None]
+) -> Iterator[Chunk]:
+    """:func:`read_piece`'s chunks, then its error raised.
+
+    A provider's stream loop relays one network read with
+    ``for chunk in piece_chunks(...): yield chunk``.
+    """
+    chunks, error = read_piece(read, events, started)
+    yield from chunks
+    if error is not None:
+        raise error
 
 
 @runtime_checkable

@@ -46,7 +46,7 @@ from daehwa.llm.base import (
     Chunk,
     GenerationParams,
     malformed_stream,
-    read_piece,
+    piece_chunks,
     truncated_stream,
 )
 from daehwa.llm.eventstream import EventStreamDecoder, EventStreamError, EventStreamMessage
@@ -243,15 +243,12 @@ class BedrockModel:
             decoder = EventStreamDecoder()
             try:
                 async for piece in response:
-                    chunks, error = read_piece(
+                    for chunk in piece_chunks(
                         partial(self._read_frame, reader),
                         decoder.feed(piece),
                         response.start_pacing,
-                    )
-                    for chunk in chunks:
+                    ):
                         yield chunk
-                    if error is not None:
-                        raise error
                     if reader.finished:
                         break
             except EventStreamError as exc:

@@ -37,7 +37,7 @@ from daehwa.llm.base import (
     Chunk,
     GenerationParams,
     malformed_stream,
-    read_piece,
+    piece_chunks,
     truncated_stream,
 )
 from daehwa.llm.clova_stream import ClovaReader, clova_error, error_from_body
@@ -275,15 +275,12 @@ class ClovaModel:
                 else:
                     decoder = SSEDecoder()
                     async for piece in response:
-                        chunks, error = read_piece(
+                        for chunk in piece_chunks(
                             lambda e: reader.read(e.event, e.data),
                             decoder.feed(piece),
                             response.start_pacing,
-                        )
-                        for chunk in chunks:
+                        ):
                             yield chunk
-                        if error is not None:
-                            raise error
                         if reader.finished:
                             break
                     if not reader.finished:

@@ -30,7 +30,7 @@ from daehwa.llm.base import (
     Chunk,
     GenerationParams,
     malformed_stream,
-    read_piece,
+    piece_chunks,
     truncated_stream,
 )
 from daehwa.llm.http import UpstreamClient
@@ -245,11 +245,8 @@ class OpenAIModel:
                     if "[DONE]" in data:
                         done = True
                         del data[data.index("[DONE]") :]
-                    chunks, error = read_piece(reader.read, data, response.start_pacing)
-                    for chunk in chunks:
+                    for chunk in piece_chunks(reader.read, data, response.start_pacing):
                         yield chunk
-                    if error is not None:
-                        raise error
                     if done:
                         break
             except SSEError as exc:

@@ -156,16 +156,18 @@ class UpstreamResponse:
 
     async def __anext__(self) -> bytes:
         while True:
+            if self._pacing and not self._done and self._error is None:
+                # Paced: at most one hand-over per ``pace`` seconds. The socket is
+                # paused right after a hand-over, not when the next piece arrives:
+                # what arrives meanwhile waits in the kernel for the next one.
+                now = self._loop.time()
+                if now < self._handed + self._pace:
+                    await self._pause(self._handed + self._pace)
+                    continue
+                if self._chunks:
+                    self._handed = now
             chunks = self._chunks
             if chunks:
-                if self._pacing and not self._done and self._error is None:
-                    # Paced: at most one hand-over per ``pace`` seconds; what arrives
-                    # meanwhile goes with the next one.
-                    now = self._loop.time()
-                    if now < self._handed + self._pace:
-                        await self._pause(self._handed + self._pace)
-                        continue
-                    self._handed = now
                 # Hand over everything buffered at once: fewer wake-ups under load.
                 data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
                 chunks.clear()

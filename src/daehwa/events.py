@@ -6,7 +6,7 @@ the per-reply sequence number (``seq``, from 1) and encode.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 EventType = Literal["meta", "step", "delta", "sources", "suggestions", "done", "error"]
@@ -24,7 +24,14 @@ class Meta:
     request_id: str | None = None
 
     def data(self) -> dict[str, Any]:
-        return asdict(self)
+        # By hand: dataclasses.asdict deep-copies each field, once per reply.
+        return {
+            "conversation_id": self.conversation_id,
+            "user_message_id": self.user_message_id,
+            "message_id": self.message_id,
+            "model": self.model,
+            "request_id": self.request_id,
+        }
 
 
 @dataclass(slots=True)
@@ -86,7 +93,12 @@ class Done:
     usage: dict[str, int]
 
     def data(self) -> dict[str, Any]:
-        return asdict(self)
+        return {
+            "message_id": self.message_id,
+            "status": self.status,
+            "finish_reason": self.finish_reason,
+            "usage": dict(self.usage),
+        }
 
 
 @dataclass(slots=True)

@@ -116,3 +116,38 @@ async def test_events_ready_together_go_out_in_one_write() -> None:
     events = SSEDecoder().feed("".join(socket.log).encode())
     assert [orjson.loads(e.data).get("text") for e in events[:-1]] == TRICKY
     assert [e.id for e in events] == [str(seq) for seq in range(1, len(TRICKY) + 2)]
+
+
+async def record(events: AsyncIterator[list[Envelope]], closing: bytes = b"") -> list[Any]:
+    """Every ASGI message the response sends (``receive`` never reports a disconnect)."""
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    await EventStreamResponse(events, closing=closing)({"type": "http"}, never_disconnects, send)
+    return sent
+
+
+async def test_the_terminal_event_ends_the_body_in_the_same_write() -> None:
+    async def reply() -> AsyncIterator[list[Envelope]]:
+        yield [Envelope.of(1, Delta("안녕"))]
+        yield [Envelope.of(2, Done("m", "complete", "stop", {}))]
+
+    sent = await record(reply(), closing=b"data: [DONE]\n\n")
+    bodies = [(m["body"], m["more_body"]) for m in sent if m["type"] == "http.response.body"]
+    assert [more for _, more in bodies] == [True, False]
+    assert bodies[-1][0].startswith(b"id: 2\nevent: done\n")
+    assert bodies[-1][0].endswith(b"\n\ndata: [DONE]\n\n")
+
+
+async def test_a_stream_without_a_terminal_event_still_ends_the_body() -> None:
+    async def cut_short() -> AsyncIterator[list[Envelope]]:
+        yield [Envelope.of(1, Delta("안녕"))]
+
+    for closing in (b"", b"data: [DONE]\n\n"):
+        sent = await record(cut_short(), closing=closing)
+        bodies = [(m["body"], m["more_body"]) for m in sent if m["type"] == "http.response.body"]
+        assert bodies[-1] == (b"", False)
+        assert sum(1 for _, more in bodies if not more) == 1
+        assert b"".join(body for body, _ in bodies).endswith(closing or b"\n\n")

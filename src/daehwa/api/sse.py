@@ -41,7 +41,8 @@ class EventStreamResponse(Response):
 
     ``events`` yields lists of the envelopes that are ready together: a list
     goes out in one ``send``, so a reader that fell behind catches up with one
-    write instead of one per event.
+    write instead of one per event. The terminal event's ``send`` also ends
+    the body (and carries ``closing``): a reply's last frame costs one write.
 
     Sending, keep-alive pings and watching for disconnect run as concurrent
     tasks; the first to finish ends the others. Leaving never stops the run
@@ -74,6 +75,8 @@ class EventStreamResponse(Response):
         # Frames sent so far, and whether one is being sent (its send may wait on the socket).
         self._sent = 0
         self._sending = False
+        # Whether the body's end went out with the terminal event.
+        self._ended = False
         # Set while a ping is being sent; the next frame waits for it.
         self._pinging: asyncio.Future[None] | None = None
 
@@ -98,19 +101,20 @@ class EventStreamResponse(Response):
         stream_task = tasks[0]
         if stream_task in done and stream_task.exception() is not None:
             log.error("event stream failed", exc_info=stream_task.exception())
-        elif stream_task in done:
+        elif stream_task in done and not self._ended:
             with contextlib.suppress(OSError):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def _write(self, send: Send, body: bytes) -> None:
+    async def _write(self, send: Send, body: bytes, *, last: bool = False) -> None:
         if self._pinging is not None:
             await asyncio.shield(self._pinging)
         self._sending = True
         try:
-            await send({"type": "http.response.body", "body": body, "more_body": True})
+            await send({"type": "http.response.body", "body": body, "more_body": not last})
         finally:
             self._sending = False
         self._sent += 1
+        self._ended = last
 
     async def _stream(self, send: Send) -> None:
         encode = self.encode
@@ -119,6 +123,10 @@ class EventStreamResponse(Response):
                 body = encode(batch[0])
             else:
                 body = b"".join([frame for e in batch if (frame := encode(e))])
+            if batch[-1].terminal:
+                # The terminal event, the closing line and the body's end in one write.
+                await self._write(send, (body or b"") + self.closing, last=True)
+                return
             if body:
                 await self._write(send, body)
         if self.closing:

@@ -110,6 +110,26 @@ async def test_finished_logs_expire() -> None:
     assert await log.exists("new")
 
 
+async def test_only_logs_finished_longer_than_the_ttl_ago_expire(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr("daehwa.chat.runs.time.monotonic", lambda: clock[0])
+    log = MemoryRunLog(ttl=10.0)
+    for run_id in ("a", "b", "running"):
+        await log.open(run_id)
+    await log.finish("a")
+    clock[0] += 5
+    await log.finish("b")
+    await log.finish("b")  # twice: still one log, expired once
+    clock[0] += 6  # "a" finished 11 s ago, "b" 6 s ago
+    await log.open("c")
+    assert [await log.exists(r) for r in ("a", "b", "running", "c")] == [False, True, True, True]
+    clock[0] += 60
+    await log.open("d")
+    assert [await log.exists(r) for r in ("b", "running", "c", "d")] == [False, True, True, True]
+
+
 @pytest.fixture(params=["memory", "redis"])
 async def run_log(request: pytest.FixtureRequest) -> AsyncIterator[RunLog]:
     if request.param == "memory":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -93,14 +94,18 @@ class MemoryRunLog:
     def __init__(self, ttl: float = 600.0) -> None:
         self.ttl = ttl
         self._logs: dict[str, _Log] = {}
+        # (finished_at, run_id) in the order runs finished: the oldest expire first,
+        # without a walk over every log on each new run.
+        self._finished: deque[tuple[float, str]] = deque()
 
     def _expire(self) -> None:
         cutoff = time.monotonic() - self.ttl
-        stale = [
-            k for k, v in self._logs.items() if v.finished_at is not None and v.finished_at < cutoff
-        ]
-        for key in stale:
-            del self._logs[key]
+        finished = self._finished
+        while finished and finished[0][0] < cutoff:
+            _, run_id = finished.popleft()
+            entry = self._logs.get(run_id)
+            if entry is not None and entry.finished_at is not None and entry.finished_at < cutoff:
+                del self._logs[run_id]
 
     async def open(self, run_id: str) -> None:
         self._expire()
@@ -144,6 +149,7 @@ class MemoryRunLog:
         entry = self._logs.get(run_id)
         if entry is not None:
             entry.finished_at = time.monotonic()
+            self._finished.append((entry.finished_at, run_id))
             entry.wake()
 
     async def exists(self, run_id: str) -> bool:
@@ -165,6 +171,7 @@ class MemoryRunLog:
 
     async def aclose(self) -> None:
         self._logs.clear()
+        self._finished.clear()
 
 
 async def one_by_one(batches: AsyncIterator[list[Envelope]]) -> AsyncIterator[Envelope]:

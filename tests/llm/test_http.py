@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import ssl
 import subprocess
@@ -450,8 +451,16 @@ def test_the_client_on_uvloop(certificate: tuple[Path, Path]) -> None:
         runner.run(scenarios())
 
 
-def paced_model(fake: FakeOpenAIUpstream, client: UpstreamClient) -> OpenAIModel:
-    return OpenAIModel("paced", client=client, base_url=fake.base_url, model="fake")
+@contextlib.asynccontextmanager
+async def paced(
+    fake: FakeOpenAIUpstream, pace: float
+) -> AsyncIterator[tuple[UpstreamClient, OpenAIModel]]:
+    """A client of ``fake`` paced at ``pace`` seconds, and a model on it; closed after."""
+    client = UpstreamClient(fake.base_url, pace=pace)
+    try:
+        yield client, OpenAIModel("paced", client=client, base_url=fake.base_url, model="fake")
+    finally:
+        await client.aclose()
 
 
 async def test_a_paced_stream_sends_the_first_text_at_once_then_gathers_the_rest(
@@ -459,12 +468,9 @@ async def test_a_paced_stream_sends_the_first_text_at_once_then_gathers_the_rest
 ) -> None:
     # Tokens 30 ms apart, hand-overs at most every 300 ms: the first text goes alone,
     # the others arrive in a few joined chunks, and nothing is lost or reordered.
-    client = UpstreamClient(fake.base_url, pace=0.3)
-    try:
+    async with paced(fake, 0.3) as (_, model):
         fake.enqueue("text tokens=12 delay=0.03")
-        chunks = await collect(paced_model(fake, client))
-    finally:
-        await client.aclose()
+        chunks = await collect(model)
     texts = [c.text for c in chunks[:-1]]
     expected = pieces(DEFAULT_TEXT, 12)
     assert texts[0] == expected[0], "the first token is never held"
@@ -478,10 +484,9 @@ async def test_a_paced_body_is_read_to_its_end_and_its_connection_reused(
 ) -> None:
     # A pace longer than the reply: the socket is not read while a hand-over waits,
     # and the rest (the body's end included) comes with the next one.
-    client = UpstreamClient(fake.base_url, pace=0.5)
-    try:
+    async with paced(fake, 0.5) as (client, model):
         fake.enqueue("text tokens=4 delay=0.05")
-        chunks = await collect(paced_model(fake, client))
+        chunks = await collect(model)
         assert [c.text for c in chunks[:-1]] == [
             pieces(DEFAULT_TEXT, 4)[0],
             "".join(pieces(DEFAULT_TEXT, 4)[1:]),
@@ -489,5 +494,3 @@ async def test_a_paced_body_is_read_to_its_end_and_its_connection_reused(
         # A whole-body read is never paced, and the connection went back to the pool.
         assert (await fetch(client)).endswith(b"data: [DONE]\n\n")
         assert client.connections_opened == 1
-    finally:
-        await client.aclose()

@@ -1,9 +1,12 @@
 """The SQLite side of :class:`~daehwa.store.sql.SqlStore`: the SQL of each store operation.
 
-Each operation is one job for the threads of
-:class:`~daehwa.store.sqlite_threads.SqliteConnections`: reads on a reader
-thread, writes in one transaction on the writer thread. The SQL is fixed text,
-so ``sqlite3``'s statement cache prepares each statement once per connection.
+Each operation is one call of
+:class:`~daehwa.store.sqlite_threads.SqliteConnections`, a write in one
+transaction. The short ones (a row by its key, a page, a turn's few rows) run
+on the event loop's connection; those whose cost grows with the data (search,
+deleting a conversation or a user, marking interrupted replies, a large
+import) run in a thread. The SQL is fixed text, so ``sqlite3``'s statement
+cache prepares each statement once per connection.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ from daehwa.store.rows import (
     user_from_row,
 )
 from daehwa.store.sqlite_threads import SqliteConnections
+
+# Messages appended in one call that still count as a short write (a turn writes two).
+SHORT_ROWS = 16
 
 
 def sql_time(moment: datetime) -> str:
@@ -67,23 +73,23 @@ class SqliteDatabase(SqliteConnections):
         return await self.write(_update_conversation, conversation_id, fields, now)
 
     async def delete_conversation(self, conversation_id: str) -> None:
-        await self.write(_run_all, _DELETE_CONVERSATION, (conversation_id,))
+        await self.write(_run_all, _DELETE_CONVERSATION, (conversation_id,), short=False)
 
     async def clear_conversation(self, conversation_id: str) -> None:
-        await self.write(_run_all, _CLEAR_CONVERSATION, (conversation_id,))
+        await self.write(_run_all, _CLEAR_CONVERSATION, (conversation_id,), short=False)
 
     # -- messages --------------------------------------------------------------------
 
     async def append(
         self, conversation_id: str, rows: list[tuple[Any, ...]], now: datetime
     ) -> list[tuple[int, datetime]] | None:
-        return await self.write(_append, conversation_id, rows, now)
+        return await self.write(_append, conversation_id, rows, now, short=len(rows) <= SHORT_ROWS)
 
     async def append_grouped(
         self, groups: list[tuple[str, list[tuple[Any, ...]]]], now: datetime
     ) -> list[tuple[int, datetime]]:
         """Like :meth:`append` for messages of several conversations, in one transaction."""
-        return await self.write(_append_grouped, groups, now)
+        return await self.write(_append_grouped, groups, now, short=False)
 
     async def update_message(self, params: tuple[Any, ...]) -> Message | None:
         return await self.write(_message, _UPDATE_MESSAGE, _times(params, 5))
@@ -109,16 +115,17 @@ class SqliteDatabase(SqliteConnections):
         return await self.read(_messages, _NEWEST, (conversation_id, limit))
 
     async def search_messages(self, user_id: str, pattern: str, limit: int) -> list[Message]:
-        return await self.read(_messages, _SEARCH, (user_id, pattern, limit))
+        return await self.read(_messages, _SEARCH, (user_id, pattern, limit), short=False)
 
     async def streaming_replies(self, created_before: datetime) -> list[str]:
-        return await self.read(_column, _STREAMING_BEFORE, (sql_time(created_before),))
+        params = (sql_time(created_before),)
+        return await self.read(_column, _STREAMING_BEFORE, params, short=False)
 
     async def mark_interrupted(self, message_ids: Collection[str] | None, now: datetime) -> int:
         if message_ids is None:
-            return await self.write(_count, _MARK_ALL, (sql_time(now),))
+            return await self.write(_count, _MARK_ALL, (sql_time(now),), short=False)
         ids = orjson.dumps(sorted(set(message_ids))).decode()
-        return await self.write(_count, _MARK_THESE, (sql_time(now), ids))
+        return await self.write(_count, _MARK_THESE, (sql_time(now), ids), short=False)
 
     # -- users ---------------------------------------------------------------------
 
@@ -132,7 +139,7 @@ class SqliteDatabase(SqliteConnections):
         return await self.read(_user, _GET_USER_BY_NAME, (name,))
 
     async def list_users(self) -> list[User]:
-        return await self.read(_users, _LIST_USERS, ())
+        return await self.read(_users, _LIST_USERS, (), short=False)
 
     async def add_key(self, row: tuple[Any, ...]) -> bool:
         return await self.write(_add_key, _times(row, 3, 4))
@@ -144,11 +151,11 @@ class SqliteDatabase(SqliteConnections):
         await self.write(_execute, _REVOKE_KEY, (key_hash,))
 
     async def delete_user(self, user_id: str) -> None:
-        await self.write(_run_all, _DELETE_USER, (user_id,))
+        await self.write(_run_all, _DELETE_USER, (user_id,), short=False)
 
 
-# -- what runs in the threads ---------------------------------------------------------
-# Each function takes the thread's connection first.
+# -- what runs on a connection ---------------------------------------------------------
+# Each function takes the connection first.
 
 _NO_SEQ = 2**62  # a "before" bound above every seq
 

@@ -1,10 +1,19 @@
-"""SQLite connections in worker threads, each job's result handed back to the event loop.
+"""SQLite connections: short statements on the event loop, the rest in worker threads.
 
-Each store call is one job for a thread that owns its connection, so a whole
-transaction costs a single hop from the event loop and back. One writer
-thread runs every write (SQLite has one writer anyway: queueing jobs is
-cheaper than contending for the lock); reader threads run the single-statement
-reads beside it, which WAL allows.
+A point read or a one-turn write takes SQLite a fraction of a millisecond,
+less than handing it to a thread and back: under load, that hand-back waits
+for the busy event loop (twice: once to settle the future, once to resume the
+task), and each thread contends for the GIL. So a short call runs on the
+event loop's own connection, which never waits: it has no busy timeout, and
+a call that finds the database locked (another process writing, or a long job
+of this one) goes to a thread instead. Its commits never checkpoint the WAL
+either (that can mean an fsync); the writer thread does, after every
+``CHECKPOINT_EVERY`` of them.
+
+The threads own their connections: one writer thread runs every other write
+(SQLite has one writer anyway: queueing jobs is cheaper than contending for
+the lock); reader threads run the other reads beside it, which WAL allows.
+An in-memory database exists only inside the writer thread's connection.
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ import contextlib
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from queue import SimpleQueue
 from typing import Any, TypeVar
 
@@ -24,12 +33,20 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# How long a connection waits for another process's write lock before failing.
+# How long a thread's connection waits for another process's write lock before failing.
 BUSY_TIMEOUT_MS = 10_000
 # Reader threads of a file database (an in-memory one has only the writer).
 READERS = 2
+# Commits on the event loop's connection between two checkpoints of the WAL by the
+# writer thread (SQLite's own default is every 1,000 pages; a turn writes a few).
+CHECKPOINT_EVERY = 100
 
-_Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...]]
+_Job = tuple[
+    asyncio.AbstractEventLoop | None,
+    "asyncio.Future[Any] | None",
+    Callable[..., Any],
+    tuple[Any, ...],
+]
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
@@ -65,6 +82,8 @@ class _Worker(threading.Thread):
                         result = fn(connection, *args)
                     except BaseException as exc:  # handed to the awaiting task
                         error = exc
+                if loop is None or future is None:
+                    continue  # nobody awaits this job
                 # A closed loop raises RuntimeError: nobody is waiting any more.
                 with contextlib.suppress(RuntimeError):
                     loop.call_soon_threadsafe(_settle, future, result, error)
@@ -73,12 +92,33 @@ class _Worker(threading.Thread):
                 connection.close()
 
 
-class SqliteConnections:
-    """A writer thread and reader threads on one SQLite file (or ``:memory:``), started lazily."""
+@contextlib.contextmanager
+def _store_errors() -> Iterator[None]:
+    """SQLite's errors as the store's."""
+    try:
+        yield
+    except sqlite3.IntegrityError as exc:
+        raise Conflict("a row with this key already exists") from exc
+    except (sqlite3.Error, OSError) as exc:
+        log.warning("sqlite store call failed: %s", exc)
+        raise StoreError("the history store is unavailable") from exc
 
-    def __init__(self, path: str, *, readers: int = READERS) -> None:
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_BUSY
+
+
+class SqliteConnections:
+    """The event loop's connection, a writer thread and reader threads on one SQLite file.
+
+    Everything starts on first use. ``on_loop=False`` sends every call to a
+    thread (an in-memory database always does).
+    """
+
+    def __init__(self, path: str, *, readers: int = READERS, on_loop: bool = True) -> None:
         self.path = path
         self.memory = path in ("", ":memory:")
+        self.on_loop = on_loop and not self.memory
         self._writes: SimpleQueue[_Job | None] = SimpleQueue()
         # An in-memory database exists only inside its one connection.
         self._reads = self._writes if self.memory else SimpleQueue()
@@ -90,6 +130,15 @@ class SqliteConnections:
             ]
         self._started = False
         self._closed = False
+        self._loop_connection: sqlite3.Connection | None = None
+        # Held while a call runs on the loop's connection: a second event loop in
+        # another thread (tests, embedding code) goes to the threads meanwhile.
+        self._loop_lock = threading.Lock()
+        self._loop_commits = 0
+        # Calls that found the database locked and went to a thread instead.
+        self.handed_over = 0
+        # Checkpoints asked of the writer thread.
+        self.checkpoints = 0
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(
@@ -114,6 +163,12 @@ class SqliteConnections:
         connection.execute("PRAGMA query_only=1")
         return connection
 
+    def _connect_loop(self) -> sqlite3.Connection:
+        connection = self._connect_writer()
+        connection.execute("PRAGMA busy_timeout=0")  # locked: hand the call to a thread
+        connection.execute("PRAGMA wal_autocheckpoint=0")  # the writer thread checkpoints
+        return connection
+
     def _start(self) -> None:
         if self._closed:
             raise StoreError("the history store is closed")
@@ -122,39 +177,76 @@ class SqliteConnections:
             for worker in self._workers:
                 worker.start()
 
+    def _on_loop(self, fn: Callable[..., T], args: tuple[Any, ...]) -> tuple[bool, T | None]:
+        """``(True, fn(connection, *args))`` on the loop's connection, or ``(False, None)``
+        when it cannot run there without waiting."""
+        if self._closed:
+            raise StoreError("the history store is closed")
+        if not self._loop_lock.acquire(blocking=False):
+            return False, None
+        try:
+            with _store_errors():
+                if self._loop_connection is None:
+                    self._loop_connection = self._connect_loop()
+                try:
+                    return True, fn(self._loop_connection, *args)
+                except sqlite3.OperationalError as exc:
+                    if not _is_busy(exc):
+                        raise
+            self.handed_over += 1
+            return False, None
+        finally:
+            self._loop_lock.release()
+
     async def _submit(self, queue: SimpleQueue[_Job | None], fn: Callable[..., T], *args: Any) -> T:
         self._start()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         queue.put((loop, future, fn, args))
-        try:
+        with _store_errors():
             return await future
-        except sqlite3.IntegrityError as exc:
-            raise Conflict("a row with this key already exists") from exc
-        except (sqlite3.Error, OSError) as exc:
-            log.warning("sqlite store call failed: %s", exc)
-            raise StoreError("the history store is unavailable") from exc
 
-    async def read(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(connection, *args)`` in a reader thread."""
+    async def read(self, fn: Callable[..., T], *args: Any, short: bool = True) -> T:
+        """``fn(connection, *args)``: on the loop's connection if ``short``, else in a thread."""
+        if short and self.on_loop:
+            done, result = self._on_loop(fn, args)
+            if done:
+                return result  # type: ignore[return-value]
         return await self._submit(self._reads, fn, *args)
 
-    async def write(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(connection, *args)`` in one transaction in the writer thread."""
+    async def write(self, fn: Callable[..., T], *args: Any, short: bool = True) -> T:
+        """``fn(connection, *args)`` in one transaction: on the loop's connection if
+        ``short``, else (or when the database is locked) in the writer thread."""
+        if short and self.on_loop:
+            done, result = self._on_loop(_in_transaction, (fn, *args))
+            if done:
+                self._committed_on_loop()
+                return result  # type: ignore[return-value]
         return await self._submit(self._writes, _in_transaction, fn, *args)
+
+    def _committed_on_loop(self) -> None:
+        self._loop_commits += 1
+        if self._loop_commits >= CHECKPOINT_EVERY:
+            self._loop_commits = 0
+            self.checkpoints += 1
+            self._start()
+            self._writes.put((None, None, _checkpoint, ()))
 
     async def run_on_writer(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(connection, *args)`` in the writer thread, outside any transaction."""
         return await self._submit(self._writes, fn, *args)
 
     async def aclose(self) -> None:
-        """Stop the threads after the jobs already queued; close their connections."""
+        """Stop the threads after the jobs already queued; close every connection."""
         self._closed = True
-        if not self._started:
-            return
-        for worker in self._workers:
-            worker.jobs.put(None)
-        await asyncio.gather(*(asyncio.to_thread(w.join) for w in self._workers))
+        if self._started:
+            for worker in self._workers:
+                worker.jobs.put(None)
+            await asyncio.gather(*(asyncio.to_thread(w.join) for w in self._workers))
+        with self._loop_lock:
+            if self._loop_connection is not None:
+                self._loop_connection.close()
+                self._loop_connection = None
 
 
 def _in_transaction(connection: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T:
@@ -167,3 +259,11 @@ def _in_transaction(connection: sqlite3.Connection, fn: Callable[..., T], *args:
         raise
     connection.execute("COMMIT")
     return result
+
+
+def _checkpoint(connection: sqlite3.Connection) -> None:
+    """Copy the WAL's committed pages into the database without waiting for anyone."""
+    try:
+        connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    except sqlite3.Error as exc:  # the next checkpoint (or SQLite's own) catches up
+        log.warning("sqlite checkpoint failed: %s", exc)

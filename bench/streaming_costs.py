@@ -13,13 +13,16 @@ command line measures, each in this process, the pieces the profile points at:
 - ``relay``: CPU per token of daehwa's relay with no sockets: a model that
   yields 200 chunks → ``ReplyStreamer`` (resilience wrapper, stall deadline)
   → run log → a follower that encodes SSE frames;
+- ``upstream``: CPU of decoding one paced read of an OpenAI-compatible
+  stream (five chat-completion events, as 0.1 s of a 50 tokens/s reply
+  arrives): SSE decoding, each event's chunk, and joining them into one;
 - ``hop``: one asyncio → thread → asyncio round trip (what aiosqlite does
   per DBAPI call);
 - ``statements``: the SQL statements and transactions one SSE turn runs on
   the SQLite store, counted with sqlite3's trace callback on every connection
   the store opens (in-process app, the fake upstream's scenario of record).
 
-    python -m bench.streaming_costs store filter relay hop statements
+    python -m bench.streaming_costs store filter relay upstream hop statements
 """
 
 from __future__ import annotations
@@ -203,6 +206,50 @@ def filter_costs() -> None:
         print(f"StreamFilter.feed, {label:14s} {statistics.median(rounds):6.1f} µs per token")
 
 
+def upstream_costs(events: int = 5) -> None:
+    """CPU of decoding one paced read of a chat-completion stream, and of its parts."""
+    import orjson
+
+    from daehwa.llm.base import joined_chunks, piece_chunks
+    from daehwa.llm.openai_stream import ChunkReader
+    from daehwa.llm.sse import SSEDecoder
+
+    def event(n: int) -> bytes:
+        chunk = {
+            "id": "chatcmpl-bench",
+            "object": "chat.completion.chunk",
+            "created": 1_700_000_000,
+            "model": "bench",
+            "choices": [{"index": 0, "delta": {"content": f"토큰{n} "}, "finish_reason": None}],
+        }
+        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+    read = b"".join(event(n) for n in range(events))
+    decoder, reader = SSEDecoder(), ChunkReader("bench")
+    data = decoder.feed_data(read)
+    chunks = [reader.read(d) for d in data]
+
+    def whole() -> None:
+        list(piece_chunks(reader.read, decoder.feed_data(read), lambda: None))
+
+    parts: list[tuple[str, Callable[[], object]]] = [
+        ("the whole read", whole),
+        ("  SSEDecoder.feed_data", lambda: decoder.feed_data(read)),
+        ("  (SSEDecoder.feed, every field)", lambda: [e.data for e in decoder.feed(read)]),
+        (f"  ChunkReader.read x{events}", lambda: [reader.read(d) for d in data]),
+        (f"    of which orjson.loads x{events}", lambda: [orjson.loads(d) for d in data]),
+        ("  joined_chunks", lambda: joined_chunks(chunks)),
+    ]
+    for label, fn in parts:
+        rounds = []
+        for _ in range(5):
+            started = time.process_time()
+            for _ in range(20_000):
+                fn()
+            rounds.append(1e6 * (time.process_time() - started) / 20_000)
+        print(f"{label:34s} {statistics.median(rounds):6.1f} µs per read of {events} events")
+
+
 async def relay_costs(concurrency: int = 50, tokens: int = 200) -> None:
     """CPU per token of the relay, sockets excluded, against the bare model loop."""
     from daehwa.api.sse import encode_event
@@ -365,7 +412,9 @@ async def statement_counts(turns: int = 3) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument(
-        "what", nargs="+", choices=["store", "filter", "relay", "hop", "statements", "profile"]
+        "what",
+        nargs="+",
+        choices=["store", "filter", "relay", "upstream", "hop", "statements", "profile"],
     )
     parser.add_argument("--file", help="profile: a py-spy raw file")
     args = parser.parse_args()
@@ -378,6 +427,8 @@ def main() -> None:
             filter_costs()
         elif what == "relay":
             uvloop.run(relay_costs())
+        elif what == "upstream":
+            upstream_costs()
         elif what == "hop":
             uvloop.run(hop_costs())
         elif what == "statements":

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from daehwa.errors import ProviderError
-from daehwa.llm.base import GenerationParams, ToolSpec
+from daehwa.llm.base import Chunk, GenerationParams, ToolSpec
+from daehwa.llm.openai_stream import ChunkReader
 from daehwa.messages import ToolCall
 from tests.fakes.openai_upstream import DEFAULT_TEXT, FakeOpenAIUpstream
 from tests.fakes.scenario import pieces
@@ -217,3 +218,15 @@ async def test_end_before_finish_and_done_is_a_truncation(
     assert info.value.retryable is True
     assert info.value.code in ("upstream_truncated", "upstream_disconnected")
     assert info.value.provider == "test-model"
+
+
+def test_a_chunk_with_text_and_a_finish_reason_keeps_both() -> None:
+    reader = ChunkReader("openai")
+    text_only = reader.read('{"choices":[{"index":0,"delta":{"content":"안녕"}}]}')
+    ending = reader.read('{"choices":[{"delta":{"content":"히"},"finish_reason":"length"}]}')
+    assert (text_only, ending) == (Chunk("안녕"), Chunk("히"))
+    assert reader.finish_reason == "length"
+    with pytest.raises(ProviderError) as info:
+        reader.read('{"choices":[{"delta":{"content":"바"},"finish_reason":"sensitive"}]}')
+    assert info.value.code == "content_filtered"
+    assert reader.read('{"choices":[{"delta":{"content":7}}]}') is None

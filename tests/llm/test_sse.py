@@ -133,3 +133,41 @@ def test_oversized_event_raises() -> None:
 def test_many_events_in_one_read() -> None:
     body = b"".join(b"data: %d\n\n" % i for i in range(100))
     assert [e.data for e in decode([body])[0]] == [str(i) for i in range(100)]
+
+
+def data_of(pieces: list[bytes]) -> list[str]:
+    decoder = SSEDecoder()
+    return [data for piece in pieces for data in decoder.feed_data(piece)]
+
+
+# Reads of whole one-line events take the one-pass split; the others do not.
+DATA_READS = [
+    b'data: {"a":"\xec\x95\x88"}\n\ndata: {"b":2}\n\ndata: [DONE]\n\n',
+    b"data:  two spaces\n\ndata:no space\n\n",
+    b"data: a\n\n\n\ndata: b\n\n",
+    b"data: first\ndata: second\n\ndata: x\n\n",
+    b"event: token\ndata: x\n\ndata: y\n\n",
+    b"data: crlf\r\n\r\ndata: y\n\n",
+    b"data: x\n\n: comment\n\n",
+    b"data: \xff broken\n\n",
+]
+
+
+@pytest.mark.parametrize("read", DATA_READS)
+def test_feed_data_gives_the_data_feed_gives(read: bytes) -> None:
+    after_first = [b"data: 0\n\n", read]
+    assert data_of(after_first) == [e.data for e in decode(after_first)[0]]
+
+
+@pytest.mark.parametrize("cut", range(1, len(DATA_READS[0])))
+def test_feed_data_across_split_reads(cut: int) -> None:
+    read = DATA_READS[0]
+    assert data_of([b"data: 0\n\n", read[:cut], read[cut:], read]) == [
+        "0",
+        '{"a":"안"}',
+        '{"b":2}',
+        "[DONE]",
+        '{"a":"안"}',
+        '{"b":2}',
+        "[DONE]",
+    ]

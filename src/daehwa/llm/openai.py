@@ -241,7 +241,7 @@ class OpenAIModel:
             done = False
             try:
                 async for piece in response:
-                    data = [event.data for event in decoder.feed(piece)]
+                    data = decoder.feed_data(piece)
                     if "[DONE]" in data:
                         done = True
                         del data[data.index("[DONE]") :]

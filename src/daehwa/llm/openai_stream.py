@@ -69,6 +69,8 @@ class ChunkReader:
         choice = choices[0]
         delta = choice.get("delta") or {}
         text = delta.get("content") or ""
+        if len(delta) == 1 and type(text) is str and text and not choice.get("finish_reason"):
+            return Chunk(text)  # the usual chunk: a piece of text and nothing else
         reasoning = ""
         for name in REASONING_FIELDS:
             value = delta.get(name)

@@ -18,8 +18,8 @@ import httptools
 
 from daehwa.errors import ProviderError, ProviderTimeout
 
-# A paced response resumes reading, then waits this long at most for what the
-# kernel gathered meanwhile before handing over what it has.
+# A paced response that already holds pieces resumes reading, then waits this long
+# at most for what the kernel gathered meanwhile before handing over what it has.
 SETTLE = 0.002
 # Pause the socket when this much body is buffered and unread; resume below LOW.
 HIGH_WATER = 1024 * 1024
@@ -263,9 +263,10 @@ class UpstreamResponse:
 
         The kernel gathers what arrives. At ``until`` reading resumes, and the
         first piece read wakes the reader (``on_body``), so one read hands it
-        all over; :data:`SETTLE` later the reader goes on anyway, for when
-        nothing was waiting. The body's end, or a dropped connection, is seen
-        with that read (at most ``pace`` seconds late).
+        all over; if pieces were already buffered, :data:`SETTLE` later the
+        reader goes on anyway, for when nothing more was waiting. The body's
+        end, or a dropped connection, is seen with that read (at most ``pace``
+        seconds late).
         """
         stopped = not self._paused
         if stopped:
@@ -286,8 +287,11 @@ class UpstreamResponse:
         self._pausing = False
         if stopped and not self._paused:
             self._conn.resume_reading()
-        # From now, not from ``until``: a late loop must still poll the socket first.
-        timers.append(self._loop.call_later(SETTLE, self._wake))
+        if self._chunks:
+            # Pieces came in as the pause began (or the buffer is full and the socket
+            # stays paused): hand them over soon even if nothing more arrives. From
+            # now, not from ``until``: a late loop must still poll the socket first.
+            timers.append(self._loop.call_later(SETTLE, self._wake))
 
     def _wake(self) -> None:
         waiter = self._waiter

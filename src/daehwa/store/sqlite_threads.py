@@ -164,9 +164,15 @@ class SqliteConnections:
         return connection
 
     def _connect_loop(self) -> sqlite3.Connection:
-        connection = self._connect_writer()
-        connection.execute("PRAGMA busy_timeout=0")  # locked: hand the call to a thread
-        connection.execute("PRAGMA wal_autocheckpoint=0")  # the writer thread checkpoints
+        connection = self._connect()
+        try:
+            connection.execute("PRAGMA busy_timeout=0")  # locked: hand the call to a thread
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.execute("PRAGMA wal_autocheckpoint=0")  # the writer thread checkpoints
+        except BaseException:
+            connection.close()  # the next call tries again
+            raise
         return connection
 
     def _start(self) -> None:

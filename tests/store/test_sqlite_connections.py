@@ -14,6 +14,7 @@ import pytest
 from daehwa.messages import Conversation, Message, Role, new_id
 from daehwa.store import SqlStore, sqlite_threads
 from daehwa.store.sqlite import SqliteDatabase
+from daehwa.store.sqlite_threads import SqliteConnections
 
 
 @pytest.fixture
@@ -113,3 +114,30 @@ async def test_an_in_memory_database_runs_every_call_in_its_thread() -> None:
         assert db._loop_connection is None
     finally:
         await store.aclose()
+
+
+async def test_a_database_locked_as_the_loops_connection_opens_is_read_by_a_thread(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "plain.db")
+    other = sqlite3.connect(path, isolation_level=None)  # not in WAL mode yet
+    connections = SqliteConnections(path)
+    try:
+        other.execute("CREATE TABLE t (x)")
+        other.execute("BEGIN EXCLUSIVE")  # nobody else may even read
+        reading = asyncio.create_task(
+            connections.read(lambda c: c.execute("SELECT count(*) FROM t").fetchone()[0])
+        )
+        await asyncio.sleep(0.2)
+        assert not reading.done()
+        other.execute("INSERT INTO t VALUES (1)")
+        other.execute("COMMIT")
+        assert await reading == 1
+        assert connections.handed_over == 1
+        # Once the lock is gone the loop's connection opens, in WAL mode.
+        mode = await connections.read(lambda c: c.execute("PRAGMA journal_mode").fetchone()[0])
+        assert (mode, connections.handed_over) == ("wal", 1)
+        assert connections._loop_connection is not None
+    finally:
+        other.close()
+        await connections.aclose()

@@ -192,9 +192,9 @@ class SqliteConnections:
             return False, None
         try:
             with _store_errors():
-                if self._loop_connection is None:
-                    self._loop_connection = self._connect_loop()
                 try:
+                    if self._loop_connection is None:
+                        self._loop_connection = self._connect_loop()
                     return True, fn(self._loop_connection, *args)
                 except sqlite3.OperationalError as exc:
                     if not _is_busy(exc):

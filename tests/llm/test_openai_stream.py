@@ -230,3 +230,12 @@ def test_a_chunk_with_text_and_a_finish_reason_keeps_both() -> None:
         reader.read('{"choices":[{"delta":{"content":"바"},"finish_reason":"sensitive"}]}')
     assert info.value.code == "content_filtered"
     assert reader.read('{"choices":[{"delta":{"content":7}}]}') is None
+
+
+def test_a_chunk_read_as_bytes_is_read_as_text_and_broken_utf8_is_replaced() -> None:
+    reader = ChunkReader("openai")
+    whole = '{"choices":[{"delta":{"content":"안녕"}}]}'.encode()
+    assert reader.read(whole) == Chunk("안녕")
+    assert reader.read(b'{"choices":[{"delta":{"content":"\xff!"}}]}') == Chunk("\ufffd!")
+    with pytest.raises(ProviderError, match="not JSON"):
+        reader.read(b"{not json")

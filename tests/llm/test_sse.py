@@ -137,7 +137,7 @@ def test_many_events_in_one_read() -> None:
 
 def data_of(pieces: list[bytes]) -> list[str]:
     decoder = SSEDecoder()
-    return [data for piece in pieces for data in decoder.feed_data(piece)]
+    return [data.decode("utf-8", "replace") for p in pieces for data in decoder.feed_data(p)]
 
 
 # Reads of whole one-line events take the one-pass split; the others do not.

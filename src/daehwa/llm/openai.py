@@ -242,9 +242,9 @@ class OpenAIModel:
             try:
                 async for piece in response:
                     data = decoder.feed_data(piece)
-                    if "[DONE]" in data:
+                    if b"[DONE]" in data:
                         done = True
-                        del data[data.index("[DONE]") :]
+                        del data[data.index(b"[DONE]") :]
                     for chunk in piece_chunks(reader.read, data, response.start_pacing):
                         yield chunk
                     if done:

@@ -44,17 +44,20 @@ class ChunkReader:
         #: The last usage seen (cumulative wherever servers repeat it).
         self.usage: Usage | None = None
 
-    def read(self, data: str) -> Chunk | None:
+    def read(self, data: str | bytes) -> Chunk | None:
         """One ``data:`` payload (not ``[DONE]``) → a chunk with text or reasoning, or None."""
         try:
             return self._read(data)
         except orjson.JSONDecodeError as exc:
+            if isinstance(data, bytes):
+                # Not UTF-8, perhaps: read it as the SSE decoder would, with U+FFFD.
+                return self.read(data.decode("utf-8", "replace"))
             raise self._malformed("a chunk is not JSON") from exc
         except (AttributeError, TypeError, ValueError, IndexError) as exc:
             # A chunk whose shape is not what the format says (e.g. a list for an object).
             raise self._malformed(f"unexpected chunk shape ({exc})") from exc
 
-    def _read(self, data: str) -> Chunk | None:
+    def _read(self, data: str | bytes) -> Chunk | None:
         obj = orjson.loads(data)
         if not isinstance(obj, dict):
             raise self._malformed("a chunk is not a JSON object")

@@ -109,12 +109,13 @@ class SSEDecoder:
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         return self._split(chunk)
 
-    def feed_data(self, data: bytes) -> list[str]:
-        """Like :meth:`feed`, for a stream that reads only each event's data.
+    def feed_data(self, data: bytes) -> list[bytes]:
+        """Like :meth:`feed`, for a stream that reads only each event's data, as UTF-8.
 
         A read of whole one-line ``data: …`` events, the usual shape of a
-        chat-completion stream, is split in one pass without an
-        :class:`SSEEvent` per event; any other read goes through :meth:`feed`.
+        chat-completion stream, is split in one pass, with no event object and
+        no decoding (a JSON parser takes the bytes as they are); any other read
+        goes through :meth:`feed`.
         """
         if (
             self._started
@@ -124,11 +125,14 @@ class SSEDecoder:
             and data.endswith(b"\n\n")
             and b"\r" not in data
         ):
-            events = data.count(b"\n\n")
-            # No other line in the read, and every event is one "data: " line.
-            if data.count(b"\n") == 2 * events and data.count(b"\n\ndata: ") == events - 1:
-                return data[6:-2].decode("utf-8", "replace").split("\n\ndata: ")
-        return [event.data for event in self.feed(data)]
+            values = data[6:-2].split(b"\n\ndata: ")
+            # A line break left in a value means some other line: not this shape.
+            for value in values:
+                if b"\n" in value:
+                    break
+            else:
+                return values
+        return [event.data.encode() for event in self.feed(data)]
 
     def finish(self) -> list[SSEEvent]:
         """Mark the end of input; return any event completed by a held-back ``\\r``.

@@ -134,7 +134,10 @@ async def test_a_database_locked_as_the_loops_connection_opens_is_read_by_a_thre
         other.execute("COMMIT")
         assert await reading == 1
         assert connections.handed_over == 1
-        # Once the lock is gone the loop's connection opens, in WAL mode.
+        # The writer thread turns the file to WAL as it starts (the loop's connection
+        # would not wait for that either); once it is done and the lock is gone, the
+        # loop's connection opens, in WAL mode.
+        await connections.run_on_writer(lambda _: None)
         mode = await connections.read(lambda c: c.execute("PRAGMA journal_mode").fetchone()[0])
         assert (mode, connections.handed_over) == ("wal", 1)
         assert connections._loop_connection is not None

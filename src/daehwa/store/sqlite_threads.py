@@ -25,7 +25,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from queue import SimpleQueue
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from daehwa.errors import Conflict, StoreError
 
@@ -105,7 +105,7 @@ def _store_errors() -> Iterator[None]:
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
-    return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_BUSY
+    return (exc.sqlite_errorcode & 0xFF) == sqlite3.SQLITE_BUSY
 
 
 class SqliteConnections:
@@ -214,21 +214,27 @@ class SqliteConnections:
 
     async def read(self, fn: Callable[..., T], *args: Any, short: bool = True) -> T:
         """``fn(connection, *args)``: on the loop's connection if ``short``, else in a thread."""
-        if short and self.on_loop:
-            done, result = self._on_loop(fn, args)
-            if done:
-                return result  # type: ignore[return-value]
-        return await self._submit(self._reads, fn, *args)
+        return await self._call(self._reads, fn, args, short)
 
     async def write(self, fn: Callable[..., T], *args: Any, short: bool = True) -> T:
         """``fn(connection, *args)`` in one transaction: on the loop's connection if
         ``short``, else (or when the database is locked) in the writer thread."""
+        return await self._call(self._writes, _in_transaction, (fn, *args), short)
+
+    async def _call(
+        self,
+        queue: SimpleQueue[_Job | None],
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        short: bool,
+    ) -> T:
         if short and self.on_loop:
-            done, result = self._on_loop(_in_transaction, (fn, *args))
+            done, result = self._on_loop(fn, args)
             if done:
-                self._committed_on_loop()
-                return result  # type: ignore[return-value]
-        return await self._submit(self._writes, _in_transaction, fn, *args)
+                if queue is self._writes:
+                    self._committed_on_loop()
+                return cast(T, result)
+        return await self._submit(queue, fn, *args)
 
     def _committed_on_loop(self) -> None:
         self._loop_commits += 1

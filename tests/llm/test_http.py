@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
-from typing import cast
 
 import orjson
 import pytest
@@ -19,7 +18,7 @@ import pytest
 from daehwa.errors import ConfigError, ProviderError, ProviderTimeout
 from daehwa.llm.base import GenerationParams
 from daehwa.llm.http import UpstreamClient, UpstreamClients, origin_of, retry_after_seconds
-from daehwa.llm.http_connection import HIGH_WATER, Connection, UpstreamResponse
+from daehwa.llm.http_connection import HIGH_WATER
 from daehwa.llm.openai import OpenAIModel
 from tests.fakes.http_server import FakeHTTPServer, RecordedRequest, Reply
 from tests.fakes.openai_upstream import DEFAULT_TEXT, FakeOpenAIUpstream
@@ -495,41 +494,3 @@ async def test_a_paced_body_is_read_to_its_end_and_its_connection_reused(
         # A whole-body read is never paced, and the connection went back to the pool.
         assert (await fetch(client)).endswith(b"data: [DONE]\n\n")
         assert client.connections_opened == 1
-
-
-class _QuietSocket:
-    """Just enough of a Connection for a response whose socket never delivers again."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.reading = True
-        self.response: object = None
-
-    def pause_reading(self) -> None:
-        self.reading = False
-
-    def resume_reading(self) -> None:
-        self.reading = True
-
-    def abort(self) -> None:
-        self.reading = False
-
-
-async def test_pieces_that_came_as_a_pause_began_go_out_when_nothing_more_comes() -> None:
-    socket = _QuietSocket()
-    response = UpstreamResponse(
-        cast(Connection, socket), 10.0, lambda: None, lambda _: None, pace=0.05
-    )
-    try:
-        response.on_body(b"data: first\n\n")
-        assert await anext(response) == b"data: first\n\n"
-        response.start_pacing()
-        reading = asyncio.ensure_future(anext(response))
-        await asyncio.sleep(0)
-        assert not socket.reading, "paused right after the hand-over"
-        response.on_body(b"data: late\n\n")  # read by the loop as the pause began
-        # The socket stays quiet: the piece still goes out after the pace, not never.
-        assert await asyncio.wait_for(reading, 2.0) == b"data: late\n\n"
-        assert socket.reading
-    finally:
-        response.abandon()

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 from daehwa.errors import ConfigError, ProviderError, ProviderTimeout
 from daehwa.llm.http_connection import Connection, StaleConnection, UpstreamResponse
+from daehwa.llm.pacing import Pacer
 
 __all__ = [
     "UpstreamClient",
@@ -69,6 +70,7 @@ class UpstreamClient:
         ssl_context: ssl.SSLContext | None = None,
         label: str | None = None,
         pace: float = 0.0,
+        pacer: Pacer | None = None,
     ) -> None:
         self.scheme, self.host, self.port = origin_of(base_url)
         self.origin = f"{self.scheme}://{self.host}:{self.port}"
@@ -77,7 +79,9 @@ class UpstreamClient:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.idle_timeout = idle_timeout
-        self.pace = pace
+        self.pace = pacer.pace if pacer is not None else pace
+        #: When paced streams are read (shared with the other clients of a process).
+        self.pacer = pacer if pacer is not None else Pacer(pace) if pace > 0 else None
         self._ssl: ssl.SSLContext | None = None
         if self.scheme == "https":
             # Built once here: loading the CA bundle blocks for milliseconds.
@@ -133,7 +137,7 @@ class UpstreamClient:
                 conn = await self._connection()
                 try:
                     response = conn.send(
-                        head + body, timeout, slots.release, self._put_back, self.pace
+                        head + body, timeout, slots.release, self._put_back, self.pacer
                     )
                 except StaleConnection:
                     conn.abort()
@@ -240,6 +244,8 @@ class UpstreamClients:
         self.read_timeout = read_timeout
         self.ssl_context = ssl_context
         self.pace = pace
+        # One pacer for all: streams of different upstreams are read on the same ticks.
+        self._pacer = Pacer(pace) if pace > 0 else None
         self._clients: dict[str, UpstreamClient] = {}
 
     def get(self, base_url: str, *, label: str | None = None) -> UpstreamClient:
@@ -255,7 +261,7 @@ class UpstreamClients:
                 read_timeout=self.read_timeout,
                 ssl_context=self.ssl_context,
                 label=label,
-                pace=self.pace,
+                pacer=self._pacer,
             )
             self._clients[key] = client
         return client

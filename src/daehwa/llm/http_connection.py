@@ -17,10 +17,13 @@ from typing import cast
 import httptools
 
 from daehwa.errors import ProviderError, ProviderTimeout
+from daehwa.llm.pacing import Pacer
 
 # A paced response that already holds pieces resumes reading, then waits this long
 # at most for what the kernel gathered meanwhile before handing over what it has.
 SETTLE = 0.002
+# A timer may fire up to this much before its time (the loop's clock counts whole ms).
+EARLY = 0.001
 # Pause the socket when this much body is buffered and unread; resume below LOW.
 HIGH_WATER = 1024 * 1024
 LOW_WATER = 256 * 1024
@@ -50,15 +53,16 @@ class UpstreamResponse:
         "_closed",
         "_conn",
         "_done",
+        "_due",
         "_error",
-        "_handed",
         "_headers_done",
         "_last",
         "_loop",
-        "_pace",
+        "_pacer",
         "_pacing",
         "_paused",
         "_pausing",
+        "_phase",
         "_put_back",
         "_release_slot",
         "_timeout",
@@ -76,17 +80,20 @@ class UpstreamResponse:
         timeout: float,
         release_slot: Callable[[], None],
         put_back: Callable[[Connection], None],
-        pace: float = 0.0,
+        pacer: Pacer | None = None,
     ) -> None:
         self._conn = conn
         self._loop = conn.loop
         self._timeout = timeout
         self._release_slot = release_slot
         self._put_back = put_back
-        self._pace = pace
+        self._pacer = pacer
         self._pacing = False  # set by start_pacing()
         self._pausing = False
-        self._handed = 0.0  # when the reader last took body pieces (paced iteration)
+        # Paced: the phase of the pace this response is read in (see Pacer), and the
+        # tick of its next hand-over.
+        self._phase = -1
+        self._due = 0
         self.status = 0
         self.reason = ""
         #: Response headers, names in lower case (repeated headers joined by ", ").
@@ -157,15 +164,20 @@ class UpstreamResponse:
     async def __anext__(self) -> bytes:
         while True:
             if self._pacing and not self._done and self._error is None:
-                # Paced: at most one hand-over per ``pace`` seconds. The socket is
-                # paused right after a hand-over, not when the next piece arrives:
-                # what arrives meanwhile waits in the kernel for the next one.
+                # Paced: one hand-over per pace, on the ticks of this response's
+                # phase. The socket is paused right after a hand-over, not when the
+                # next piece arrives: what arrives meanwhile waits in the kernel.
+                pacer = cast(Pacer, self._pacer)
                 now = self._loop.time()
-                if now < self._handed + self._pace:
-                    await self._pause(self._handed + self._pace)
+                due = self._due * pacer.tick
+                if now < due - EARLY:
+                    await self._pause(due)
                     continue
                 if self._chunks:
-                    self._handed = now
+                    self._due += pacer.phases
+                    if self._due * pacer.tick < now:
+                        # More than a pace late (a quiet upstream, a loop behind): start over.
+                        self._due = pacer.first_tick(self._phase, now + pacer.pace / 2)
             chunks = self._chunks
             if chunks:
                 # Hand over everything buffered at once: fewer wake-ups under load.
@@ -182,15 +194,26 @@ class UpstreamResponse:
                 raise StopAsyncIteration
             await self._wait()
 
+    @property
+    def next_handover(self) -> float | None:
+        """The loop time of the next paced hand-over (None while not paced)."""
+        if not self._pacing or self._pacer is None:
+            return None
+        return self._due * self._pacer.tick
+
     def start_pacing(self) -> None:
-        """From now on, hand body pieces over at most once per ``pace`` seconds.
+        """From now on, hand body pieces over once per pace of the pacer.
 
         A streaming reader calls this once the first text is out, so the first
-        token is never held; before, and with ``pace`` 0, each piece goes at once.
+        token is never held; before, and without a pacer, each piece goes at once.
+        The next hand-over is on the first tick of the response's phase at least
+        half a pace away.
         """
-        if self._pace and not self._pacing:
+        pacer = self._pacer
+        if pacer is not None and not self._pacing and not self._closed:
             self._pacing = True
-            self._handed = self._loop.time()
+            self._phase = pacer.join()
+            self._due = pacer.first_tick(self._phase, self._loop.time() + pacer.pace / 2)
 
     async def read(self, limit: int = 1024 * 1024) -> bytes:
         """The whole body, or its first ``limit`` bytes (error bodies are small)."""
@@ -221,6 +244,7 @@ class UpstreamResponse:
                     pass
         finally:
             self._stop_timer()
+            self._stop_pacing()
             conn = self._conn
             if conn.response is self:
                 conn.response = None
@@ -234,6 +258,7 @@ class UpstreamResponse:
         """Drop the connection without releasing the pool slot (the caller still holds it)."""
         self._closed = True
         self._stop_timer()
+        self._stop_pacing()
         if self._conn.response is self:
             self._conn.response = None
         self._conn.abort()
@@ -265,8 +290,8 @@ class UpstreamResponse:
         first piece read wakes the reader (``on_body``), so one read hands it
         all over; if pieces were already buffered, :data:`SETTLE` later the
         reader goes on anyway, for when nothing more was waiting. The body's
-        end, or a dropped connection, is seen with that read (at most ``pace``
-        seconds late).
+        end, or a dropped connection, is seen with that read (at most a pace
+        and a half late).
         """
         stopped = not self._paused
         if stopped:
@@ -297,6 +322,12 @@ class UpstreamResponse:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def _stop_pacing(self) -> None:
+        if self._phase >= 0:
+            cast(Pacer, self._pacer).leave(self._phase)
+            self._phase = -1
+        self._pacing = False
 
     def _stop_timer(self) -> None:
         if self._timer is not None:
@@ -348,14 +379,14 @@ class Connection(asyncio.Protocol):
         timeout: float,
         release_slot: Callable[[], None],
         put_back: Callable[[Connection], None],
-        pace: float = 0.0,
+        pacer: Pacer | None = None,
     ) -> UpstreamResponse:
         """Write one request; its response streams into the returned object."""
         if not self.usable or self.transport is None:
             if self.requests:
                 raise StaleConnection
             raise _disconnected(self.label, "the connection closed before the request was sent")
-        response = UpstreamResponse(self, timeout, release_slot, put_back, pace)
+        response = UpstreamResponse(self, timeout, release_slot, put_back, pacer)
         self.response = response
         self.requests += 1
         self.keep_alive = True

@@ -79,7 +79,6 @@ class UpstreamClient:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.idle_timeout = idle_timeout
-        self.pace = pacer.pace if pacer is not None else pace
         #: When paced streams are read (shared with the other clients of a process).
         self.pacer = pacer if pacer is not None else Pacer(pace) if pace > 0 else None
         self._ssl: ssl.SSLContext | None = None
@@ -94,6 +93,11 @@ class UpstreamClient:
         self._closed = False
         #: Connections opened over the client's life (tests assert reuse with it).
         self.connections_opened = 0
+
+    @property
+    def pace(self) -> float:
+        """Seconds between two reads of a streamed response after its first text (0: unpaced)."""
+        return self.pacer.pace if self.pacer is not None else 0.0
 
     @property
     def idle_connections(self) -> int:

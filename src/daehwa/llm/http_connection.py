@@ -59,7 +59,6 @@ class UpstreamResponse:
         "_last",
         "_loop",
         "_pacer",
-        "_pacing",
         "_paused",
         "_pausing",
         "_phase",
@@ -88,10 +87,9 @@ class UpstreamResponse:
         self._release_slot = release_slot
         self._put_back = put_back
         self._pacer = pacer
-        self._pacing = False  # set by start_pacing()
         self._pausing = False
-        # Paced: the phase of the pace this response is read in (see Pacer), and the
-        # tick of its next hand-over.
+        # Paced (set by start_pacing): the phase of the pace this response is read in
+        # (see Pacer), -1 while not paced, and the tick of its next hand-over.
         self._phase = -1
         self._due = 0
         self.status = 0
@@ -163,7 +161,7 @@ class UpstreamResponse:
 
     async def __anext__(self) -> bytes:
         while True:
-            if self._pacing and not self._done and self._error is None:
+            if self._phase >= 0 and not self._done and self._error is None:
                 # Paced: one hand-over per pace, on the ticks of this response's
                 # phase. The socket is paused right after a hand-over, not when the
                 # next piece arrives: what arrives meanwhile waits in the kernel.
@@ -197,9 +195,9 @@ class UpstreamResponse:
     @property
     def next_handover(self) -> float | None:
         """The loop time of the next paced hand-over (None while not paced)."""
-        if not self._pacing or self._pacer is None:
+        if self._phase < 0:
             return None
-        return self._due * self._pacer.tick
+        return self._due * cast(Pacer, self._pacer).tick
 
     def start_pacing(self) -> None:
         """From now on, hand body pieces over once per pace of the pacer.
@@ -210,8 +208,7 @@ class UpstreamResponse:
         half a pace away.
         """
         pacer = self._pacer
-        if pacer is not None and not self._pacing and not self._closed:
-            self._pacing = True
+        if pacer is not None and self._phase < 0 and not self._closed:
             self._phase = pacer.join()
             self._due = pacer.first_tick(self._phase, self._loop.time() + pacer.pace / 2)
 
@@ -327,7 +324,6 @@ class UpstreamResponse:
         if self._phase >= 0:
             cast(Pacer, self._pacer).leave(self._phase)
             self._phase = -1
-        self._pacing = False
 
     def _stop_timer(self) -> None:
         if self._timer is not None:

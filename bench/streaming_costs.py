@@ -20,9 +20,12 @@ command line measures, each in this process, the pieces the profile points at:
   per DBAPI call);
 - ``statements``: the SQL statements and transactions one SSE turn runs on
   the SQLite store, counted with sqlite3's trace callback on every connection
-  the store opens (in-process app, the fake upstream's scenario of record).
+  the store opens (in-process app, the fake upstream's scenario of record);
+- ``runlog``: the time of a full collection of the cycle collector with the
+  in-memory run logs of ``--runs`` replies of 45 events (meta, step, 42
+  deltas, done) kept, once while they are still open and once finished.
 
-    python -m bench.streaming_costs store filter relay upstream hop statements
+    python -m bench.streaming_costs store filter relay upstream hop statements runlog
 """
 
 from __future__ import annotations
@@ -409,14 +412,53 @@ async def statement_counts(turns: int = 3) -> None:
         await store.aclose()
 
 
+async def runlog_costs(runs: int) -> None:
+    """A full collection's time with ``runs`` replies' logs kept, open and then finished."""
+    import gc
+
+    from daehwa.chat.runs import MemoryRunLog
+    from daehwa.events import Delta, Done, Envelope, Meta, Step
+
+    log = MemoryRunLog()
+    for n in range(runs):
+        run_id = f"run-{n}"
+        await log.open(run_id)
+        events = [
+            Meta("conversation", "message", run_id, "up"),
+            Step("context", {"messages": 3, "input_tokens": 120}),
+            *(Delta("안녕하세요, 오늘 ") for _ in range(42)),
+            Done(run_id, "complete", "stop", {"prompt_tokens": 120, "completion_tokens": 200}),
+        ]
+        for seq, event in enumerate(events, 1):
+            await log.append(run_id, Envelope.of(seq, event))
+
+    def full_collection() -> tuple[float, int]:
+        gc.collect()
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            gc.collect()
+            times.append(1e3 * (time.perf_counter() - started))
+        return statistics.median(times), len(gc.get_objects())
+
+    open_ms, open_objects = full_collection()
+    for n in range(runs):
+        await log.finish(f"run-{n}")
+    finished_ms, finished_objects = full_collection()
+    print(f"{runs:,} replies' run logs of 45 events, a full collection (median of 3):")
+    print(f"  open      {open_ms:8.1f} ms, {open_objects:,} objects tracked")
+    print(f"  finished  {finished_ms:8.1f} ms, {finished_objects:,} objects tracked")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument(
         "what",
         nargs="+",
-        choices=["store", "filter", "relay", "upstream", "hop", "statements", "profile"],
+        choices=["store", "filter", "relay", "upstream", "hop", "statements", "runlog", "profile"],
     )
     parser.add_argument("--file", help="profile: a py-spy raw file")
+    parser.add_argument("--runs", type=int, default=75_000, help="runlog: replies kept")
     args = parser.parse_args()
     import uvloop  # as under uvicorn
 
@@ -433,6 +475,8 @@ def main() -> None:
             uvloop.run(hop_costs())
         elif what == "statements":
             uvloop.run(statement_counts())
+        elif what == "runlog":
+            uvloop.run(runlog_costs(args.runs))
         elif args.file:
             print(profile_summary(Path(args.file)))
 

@@ -1,11 +1,12 @@
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 
 import pytest
 
 from daehwa.chat.runs import MemoryRunLog, Run, RunLog, RunRegistry
 from daehwa.errors import NotFound
-from daehwa.events import Delta, Done, Envelope
+from daehwa.events import Delta, Done, Envelope, Meta, Step
 
 
 async def collect(registry: RunRegistry, run_id: str, after: int = 0) -> list[Envelope]:
@@ -97,6 +98,64 @@ async def test_unknown_log_is_not_found() -> None:
     log = MemoryRunLog()
     with pytest.raises(NotFound):
         await anext(log.follow("missing"))
+
+
+def _tracked_from(root: object) -> int:
+    """How many objects reachable from ``root`` the cycle collector walks (classes aside)."""
+    seen: set[int] = set()
+    todo, tracked = [root], 0
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen or isinstance(obj, type):
+            continue
+        seen.add(id(obj))
+        tracked += gc.is_tracked(obj)
+        todo.extend(gc.get_referents(obj))
+    return tracked
+
+
+async def test_a_finished_log_replays_every_event_and_keeps_none_in_the_collectors_sight() -> None:
+    # As sent: (seq, type, data).
+    sent = [
+        (1, "meta", Meta("c", "u", "r", "up", None).data()),
+        (2, "step", Step("context", {"messages": 3, "steps": {"recalled": [1, 2]}}).data()),
+        *((seq, "delta", {"text": f"토큰 {seq}"}) for seq in range(3, 1003)),
+        (1003, "done", Done("r", "complete", "stop", {"prompt_tokens": 7}).data()),
+    ]
+    log = MemoryRunLog()
+    await log.open("r")
+    for seq, kind, data in sent[:500]:
+        await log.append("r", Envelope(seq, kind, data))
+    live = log.follow("r")
+    assert [(e.seq, e.type, e.data) for e in [await anext(live) for _ in range(10)]] == sent[:10]
+    for seq, kind, data in sent[500:]:
+        await log.append("r", Envelope(seq, kind, data))
+    entry = log._logs["r"]
+    assert _tracked_from(entry) > 1003  # an Envelope per event while the run goes on
+    await log.finish("r")
+    await log.finish("r")  # twice: the same log
+
+    # A follower from before the end reads the rest; new ones read any part.
+    assert [(e.seq, e.type, e.data) async for e in live] == sent[10:]
+    assert [(e.seq, e.type, e.data) async for e in log.follow("r")] == sent
+    assert [(e.seq, e.type, e.data) async for e in log.follow("r", 990)] == sent[990:]
+    assert [e async for e in log.follow("r", 1003)] == []
+
+    gc.collect()
+    # 1,003 events, and the finished log holds only a few objects the collector walks.
+    assert _tracked_from(entry) < 10
+
+
+async def test_an_event_after_the_end_is_kept() -> None:
+    log = MemoryRunLog()
+    await log.open("r")
+    await log.append("r", Envelope.of(1, Delta("a")))
+    await log.finish("r")
+    await log.append("r", Envelope.of(2, Done("r", "complete", "stop", {})))
+    assert [(e.seq, e.data) async for e in log.follow("r")] == [
+        (1, {"text": "a"}),
+        (2, {"message_id": "r", "status": "complete", "finish_reason": "stop", "usage": {}}),
+    ]
 
 
 async def test_finished_logs_expire() -> None:

@@ -77,24 +77,29 @@ class RunLog(Protocol):
 
 
 class _FinishedEvents(Sequence[Envelope]):
-    """A finished log's events as rows of atoms, which the cycle collector stops walking.
+    """A finished log's events as one JSON document, which the cycle collector never walks.
 
     A live log holds one :class:`Envelope` per event, each an object the
     collector walks at every collection of its generation. Kept for
     ``ttl`` after the run, those of a busy server run into millions (500
     streams at 10 events a second: 3 million in ten minutes), and every full
-    collection walks them all. A row ``(seq, type, JSON bytes)`` holds only
-    atoms, so the collector untracks it the first time it sees it; an
-    envelope is built again only for a follower that reads it.
+    collection walks them all. Once the run has finished, its events are kept
+    as the bytes of one JSON array of ``[seq, type, data]``: one object, and
+    not a container. A follower that reads a finished log gets envelopes
+    decoded again, with the payloads the SSE encoder sends (``orjson``
+    either way). One document per log, not one per event: each ``dumps``
+    allocates a buffer of some kilobytes and gives most of it back, and one
+    such small object kept per event would keep each buffer's heap space.
     """
 
-    __slots__ = ("_rows",)
+    __slots__ = ("_count", "_json")
 
     def __init__(self, events: Sequence[Envelope]) -> None:
-        self._rows = tuple((e.seq, e.type, orjson.dumps(e.data)) for e in events)
+        self._count = len(events)
+        self._json = orjson.dumps([(e.seq, e.type, e.data) for e in events])
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return self._count
 
     @overload
     def __getitem__(self, index: int) -> Envelope: ...
@@ -103,15 +108,16 @@ class _FinishedEvents(Sequence[Envelope]):
     def __getitem__(self, index: slice) -> list[Envelope]: ...
 
     def __getitem__(self, index: int | slice) -> Envelope | list[Envelope]:
+        rows = orjson.loads(self._json)
         if isinstance(index, slice):
-            return [Envelope(s, kind, orjson.loads(data)) for s, kind, data in self._rows[index]]
-        seq, kind, data = self._rows[index]
-        return Envelope(seq, kind, orjson.loads(data))
+            return [Envelope(seq, kind, data) for seq, kind, data in rows[index]]
+        seq, kind, data = rows[index]
+        return Envelope(seq, kind, data)
 
 
 @dataclass(slots=True)
 class _Log:
-    # A list while the run goes on; rows once it has finished (see _FinishedEvents).
+    # A list while the run goes on; one JSON document once it has finished.
     events: list[Envelope] | _FinishedEvents = field(default_factory=list)
     finished_at: float | None = None
     # One future per follower waiting for the next event; woken and dropped on append.

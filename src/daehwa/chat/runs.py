@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, overload
 
@@ -100,6 +100,9 @@ class _FinishedEvents(Sequence[Envelope]):
 
     def __len__(self) -> int:
         return self._count
+
+    def __iter__(self) -> Iterator[Envelope]:
+        return iter(self[:])
 
     @overload
     def __getitem__(self, index: int) -> Envelope: ...

@@ -267,7 +267,19 @@ class Load:
         sampler.cancel()
         ends = [r.end for r in self.replies if r.end]
         window = (max(ends) if ends else self.loop.time()) - t0
+        if args.replies:
+            self.write_replies(args.replies)
         return self.summary(window, watch.finish())
+
+    def write_replies(self, path: str) -> None:
+        """Append each answered reply's send time (Unix seconds) and TTFB (ms) to ``path``."""
+        # Wall-clock send times, to be set beside a server-side log (``bench/gc_log``).
+        offset = time.time() - self.loop.time()
+        with open(path, "a", encoding="utf-8") as out:
+            for r in self.replies:
+                if r.first:
+                    ttfb = (r.first - r.sent) * 1000
+                    out.write(f"{self.kind} {r.sent + offset:.3f} {ttfb:.1f}\n")
 
     def summary(self, window: float, watched: dict[str, Any]) -> dict[str, Any]:
         replies = self.replies
@@ -416,6 +428,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--watch", type=int, nargs="*", default=[], help="PIDs to measure")
     parser.add_argument("--reply-tokens", type=int, default=200, help="tokens of a whole reply")
     parser.add_argument("--reply-chars", type=int, default=400, help="characters of one")
+    parser.add_argument("--replies", default="", help="append each reply's send time and TTFB")
     return parser.parse_args(argv)
 
 

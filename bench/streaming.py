@@ -255,6 +255,7 @@ def run_load(
         "--stagger", str(args.stagger), "--deadline", str(args.deadline), "--hold", "3",
         "--reply-tokens", str(tokens), "--reply-chars", str(chars),
         "--watch", *map(str, watch),
+        *(["--replies", str(Path(args.replies).resolve())] if args.replies else []),
     ]  # fmt: skip
     stack.check_alive()
     settled = stack.settle()
@@ -399,6 +400,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--store", default="", help="daehwa's [store] url (default: SQLite in a temporary dir)"
     )
     parser.add_argument("--profile", default="", help="directory for py-spy samples of SSE loads")
+    parser.add_argument(
+        "--replies", default="", help="append each reply's send time and TTFB to this file"
+    )
     parser.add_argument("--out", default="", help="write every result as JSON here")
     parser.add_argument(
         "--set",

@@ -23,7 +23,10 @@ command line measures, each in this process, the pieces the profile points at:
   the store opens (in-process app, the fake upstream's scenario of record);
 - ``runlog``: the time of a full collection of the cycle collector with the
   in-memory run logs of ``--runs`` replies of 45 events (meta, step, 42
-  deltas, done) kept, once while they are still open and once finished.
+  deltas, done) kept, once while they are still open and once finished;
+- ``bursts``: from ``bench.streaming --replies FILE`` (``--file``), when the
+  slowest first tokens were asked for, and, with ``--gc`` (a log of
+  ``bench/gc_log``), the collections of 10 ms or more.
 
     python -m bench.streaming_costs store filter relay upstream hop statements runlog
 """
@@ -450,14 +453,44 @@ async def runlog_costs(runs: int) -> None:
     print(f"  finished  {finished_ms:8.1f} ms, {finished_objects:,} objects tracked")
 
 
+def bursts(replies: Path, gc_log: Path | None, target: str = "sse") -> None:
+    """The slowest 2% of first tokens by send time, and the long collections beside them."""
+    rows = [line.split() for line in replies.read_text(encoding="utf-8").splitlines()]
+    sent = sorted(((float(t), float(ms)) for kind, t, ms in rows if kind == target))
+    if not sent:
+        print(f"no {target} replies in {replies}")
+        return
+    start = sent[0][0]
+    slowest = sorted(sent, key=lambda row: -row[1])[: max(1, len(sent) // 50)]
+    windows: Counter[float] = Counter(round((t - start) // 0.2 * 0.2, 1) for t, _ in slowest)
+    print(f"{len(sent)} {target} replies; the slowest {len(slowest)} first tokens "
+          f"({min(ms for _, ms in slowest):.0f}–{max(ms for _, ms in slowest):.0f} ms), "
+          "by 0.2-s window of their send (s after the first send): count")  # fmt: skip
+    for window, count in sorted(windows.items()):
+        print(f"  {window:6.1f}  {count}")
+    if gc_log is None:
+        return
+    print("collections of 10 ms or more (s after the first send, generation, wall / CPU ms):")
+    for line in gc_log.read_text(encoding="utf-8").splitlines():
+        if line.startswith("#"):  # a census (DAEHWA_GC_CENSUS)
+            continue
+        end, generation, wall, cpu, _ = line.split()
+        if float(wall) >= 10 and float(end) >= start:
+            print(f"  {float(end) - start:6.2f}  gen{generation}  {wall} / {cpu}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument(
         "what",
         nargs="+",
-        choices=["store", "filter", "relay", "upstream", "hop", "statements", "runlog", "profile"],
-    )
-    parser.add_argument("--file", help="profile: a py-spy raw file")
+        choices=[
+            "store", "filter", "relay", "upstream", "hop", "statements", "runlog", "bursts",
+            "profile",
+        ],
+    )  # fmt: skip
+    parser.add_argument("--file", help="profile: a py-spy raw file; bursts: a --replies file")
+    parser.add_argument("--gc", help="bursts: a log of bench/gc_log")
     parser.add_argument("--runs", type=int, default=75_000, help="runlog: replies kept")
     args = parser.parse_args()
     import uvloop  # as under uvicorn
@@ -477,6 +510,8 @@ def main() -> None:
             uvloop.run(statement_counts())
         elif what == "runlog":
             uvloop.run(runlog_costs(args.runs))
+        elif what == "bursts":
+            bursts(Path(args.file), Path(args.gc) if args.gc else None)
         elif args.file:
             print(profile_summary(Path(args.file)))
 

@@ -236,10 +236,15 @@ def upstream_costs(events: int = 5) -> None:
     chunks = [reader.read(d) for d in data]
 
     def whole() -> None:
+        reader.read_events(decoder.feed_data(read))
+
+    def one_by_one() -> None:
         list(piece_chunks(reader.read, decoder.feed_data(read), lambda: None))
 
     parts: list[tuple[str, Callable[[], object]]] = [
         ("the whole read", whole),
+        ("  (each event read alone, then joined)", one_by_one),
+        (f"  ChunkReader.read_events x{events}", lambda: reader.read_events(data)),
         ("  SSEDecoder.feed_data", lambda: decoder.feed_data(read)),
         ("  (SSEDecoder.feed, every field)", lambda: [e.data for e in decoder.feed(read)]),
         (f"  ChunkReader.read x{events}", lambda: [reader.read(d) for d in data]),

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from daehwa.errors import ProviderError
-from daehwa.llm.base import Chunk, GenerationParams, ToolSpec
+from daehwa.llm.base import Chunk, GenerationParams, ToolSpec, read_piece
 from daehwa.llm.openai_stream import ChunkReader
 from daehwa.messages import ToolCall
 from tests.fakes.openai_upstream import DEFAULT_TEXT, FakeOpenAIUpstream
@@ -239,3 +240,63 @@ def test_a_chunk_read_as_bytes_is_read_as_text_and_broken_utf8_is_replaced() -> 
     assert reader.read(b'{"choices":[{"delta":{"content":"\xff!"}}]}') == Chunk("\ufffd!")
     with pytest.raises(ProviderError, match="not JSON"):
         reader.read(b"{not json")
+
+
+def _text(text: str, **delta: object) -> bytes:
+    choice = {"index": 0, "delta": {"content": text, **delta}, "finish_reason": None}
+    return orjson.dumps({"id": "c", "object": "chat.completion.chunk", "choices": [choice]})
+
+
+READS: list[list[bytes]] = [
+    [_text("안"), _text("녕"), _text("하세요")],
+    [b'{"choices":[{"delta":{"role":"assistant","content":""}}]}', _text("가"), _text("나")],
+    [
+        _text("가"),
+        orjson.dumps({"choices": [{"delta": {"reasoning_content": "생각"}}]}),
+        _text("나"),
+    ],
+    [
+        b'{"choices":[{"delta":{"reasoning":"a"}}]}',
+        b'{"choices":[{"delta":{"reasoning":"b"}}]}',
+        _text("c"),
+    ],
+    [_text("끝"), b'{"choices":[{"delta":{"content":"."},"finish_reason":"stop"}]}'],
+    [_text("x"), b'{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}'],
+    [_text("x"), b'{"choices":[{"delta":{"content":"y"}}],"usage":{"prompt_tokens":1}}'],
+    [_text("x", role="assistant"), _text("y")],
+    [
+        _text("x"),
+        b'{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"c1",'
+        b'"function":{"name":"f","arguments":"{}"}}]}}]}',
+        _text("y"),
+    ],
+    [_text("x"), b'{"error":{"message":"overloaded","code":500}}', _text("never")],
+    [_text("x"), b'{"error":{"message":"x"},"choices":[{"delta":{"content":"z"}}]}'],
+    [_text("x"), b'{"object":"error","message":"bad","choices":[{"delta":{"content":"z"}}]}'],
+    [_text("x"), b"not json", _text("never")],
+    [_text("x"), b"[1, 2]", _text("never")],
+    [_text("x"), b'{"choices":{"0":1}}', _text("never")],
+    [_text("x"), b'{"choices":[{"delta":"text"}]}', _text("y")],
+    [_text("x"), b'{"choices":[{"delta":{"content":7}}]}', _text("y")],
+    [_text("x"), b'{"choices":[{"delta":{"content":"\xff\xfe"}}]}', _text("y")],
+    [b"{}", _text(""), _text("x")],
+    [],
+]
+
+
+@pytest.mark.parametrize("payloads", READS, ids=range(len(READS)))
+def test_read_events_gives_what_reading_each_event_gives(payloads: list[bytes]) -> None:
+    """The fast path for plain text payloads changes nothing: chunks, error, reader state."""
+    fast, slow = ChunkReader("t"), ChunkReader("t")
+    chunks, error = fast.read_events(payloads)
+    expected, expected_error = read_piece(slow.read, payloads, lambda: None)
+    assert chunks == expected
+    assert repr(error) == repr(expected_error)
+    assert (fast.finish_reason, fast.usage) == (slow.finish_reason, slow.usage)
+    if error is None:
+        assert fast.final_chunk() == slow.final_chunk()
+
+
+def test_read_events_joins_the_texts_of_one_read_into_one_chunk() -> None:
+    chunks, error = ChunkReader("t").read_events([_text("대"), _text("화"), _text("!")])
+    assert (chunks, error) == ([Chunk("대화!")], None)

@@ -30,7 +30,6 @@ from daehwa.llm.base import (
     Chunk,
     GenerationParams,
     malformed_stream,
-    piece_chunks,
     truncated_stream,
 )
 from daehwa.llm.http import UpstreamClient
@@ -245,8 +244,13 @@ class OpenAIModel:
                     if b"[DONE]" in data:
                         done = True
                         del data[data.index(b"[DONE]") :]
-                    for chunk in piece_chunks(reader.read, data, response.start_pacing):
-                        yield chunk
+                    chunks, error = reader.read_events(data)
+                    if chunks:
+                        response.start_pacing()
+                        for chunk in chunks:
+                            yield chunk
+                    if error is not None:
+                        raise error
                     if done:
                         break
             except SSEError as exc:

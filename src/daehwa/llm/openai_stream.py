@@ -9,13 +9,14 @@ and builds the one final chunk once the stream has ended.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from daehwa.errors import ProviderError
-from daehwa.llm.base import Chunk, malformed_stream
+from daehwa.llm.base import Chunk, joined_chunks, malformed_stream
 from daehwa.llm.openai_errors import error_from_stream
 from daehwa.messages import ToolCall, Usage
 
@@ -56,6 +57,53 @@ class ChunkReader:
         except (AttributeError, TypeError, ValueError, IndexError) as exc:
             # A chunk whose shape is not what the format says (e.g. a list for an object).
             raise self._malformed(f"unexpected chunk shape ({exc})") from exc
+
+    def read_events(self, payloads: Sequence[bytes]) -> tuple[list[Chunk], Exception | None]:
+        """The chunks of one network read's payloads, joined as :func:`~daehwa.llm.base.read_piece`
+        joins them, and the error that stopped the reading, if any.
+
+        The usual payload, a ``delta`` that holds only text, is taken here with
+        no call and no :class:`Chunk` of its own: a paced read brings several,
+        and their texts become one chunk. Any other payload goes through
+        :meth:`read`.
+        """
+        pieces: list[Chunk] = []
+        texts: list[str] = []
+        loads = orjson.loads
+        for payload in payloads:
+            try:
+                obj = loads(payload)
+                choice = obj["choices"][0]
+                delta = choice["delta"]
+                text = delta["content"]
+            except (orjson.JSONDecodeError, LookupError, TypeError):
+                text = None
+            # Each lookup above succeeded only on a dict, so these are _read's checks.
+            if (
+                type(text) is str
+                and text
+                and len(delta) == 1
+                and "error" not in obj
+                and not obj.get("usage")
+                and obj.get("object") != "error"
+                and not choice.get("finish_reason")
+            ):
+                texts.append(text)
+                continue
+            try:
+                chunk = self.read(payload)
+            except Exception as exc:
+                if texts:
+                    pieces.append(Chunk("".join(texts)))
+                return joined_chunks(pieces), exc
+            if chunk is not None:
+                if texts:
+                    pieces.append(Chunk("".join(texts)))
+                    texts = []
+                pieces.append(chunk)
+        if texts:
+            pieces.append(Chunk("".join(texts)))
+        return (joined_chunks(pieces) if len(pieces) > 1 else pieces), None
 
     def _read(self, data: str | bytes) -> Chunk | None:
         obj = orjson.loads(data)

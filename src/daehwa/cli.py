@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -50,6 +51,7 @@ def serve(
     import uvicorn
 
     from daehwa.api.app import create_app
+    from daehwa.api.server import Server, housekeeping_period
 
     base = _settings(config)
     server = base.server.model_copy(
@@ -66,7 +68,7 @@ def serve(
     settle = collector.settle if settings.server.tune_gc else None
     application = create_app(settings, announce=announce, on_started=settle)
     print(f"daehwa: serving on http://{server.host}:{server.port}", flush=True)
-    uvicorn.run(
+    uvicorn_config = uvicorn.Config(
         application,
         host=server.host,
         port=server.port,
@@ -75,6 +77,12 @@ def serve(
         # Frames are small JSON events; a deflate context would cost ~34 KB per socket.
         ws_per_message_deflate=False,
     )
+    http = Server(uvicorn_config, period=housekeeping_period(settings.chat.delta_interval))
+    # After a Ctrl-C uvicorn shuts down, then raises it again.
+    with contextlib.suppress(KeyboardInterrupt):
+        http.run()
+    if not http.started:
+        raise typer.Exit(3)  # it could not start (the address in use, say): uvicorn said why
 
 
 @users_app.command("add")

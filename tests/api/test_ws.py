@@ -222,3 +222,32 @@ async def test_a_reader_too_slow_is_dropped_and_the_run_goes_on(
     # The server gave up on the socket instead of buffering without bound.
     assert any("reader too slow" in r.getMessage() for r in caplog.records)
     writer.close()
+
+
+async def test_the_socket_is_served_ahead_of_the_applications_layers(
+    make_server: ServerFactory,
+) -> None:
+    """An open socket keeps no frame of the middleware or routing alive: it never enters them."""
+    seen: list[str] = []
+
+    class Recorder:
+        def __init__(self, app: Any) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            seen.append(scope["type"])
+            await self.app(scope, receive, send)
+
+    def wrap(app: Any) -> Any:
+        app.add_middleware(Recorder)
+        return app
+
+    server = await make_server(wrap=wrap)
+    me = await server.user("minji")
+    ws = await connect(server, me)
+    await ws.send_json({"type": "ping"})
+    assert (await ws.receive_json()) == {"type": "pong"}
+    await ws.close()
+    assert (await server.call("GET", "/healthz"))[0] == 200
+    assert "http" in seen, "the middleware is in place"
+    assert "websocket" not in seen

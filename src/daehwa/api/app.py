@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import FileResponse, Response
 from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
 
 from daehwa.accounts import Accounts
 from daehwa.api import account, auth, conversations, metrics, openai_compat, tools, ws
@@ -50,6 +51,21 @@ PAGE_HEADERS = {
     "x-content-type-options": "nosniff",
     "referrer-policy": "no-referrer",
 }
+
+
+class App(FastAPI):
+    """FastAPI, with ``/v1/ws`` served ahead of all its layers.
+
+    A socket stays open for hours; through the middleware stack it would keep a
+    coroutine frame of each layer alive all that time (about 1.2 KB per socket,
+    docs/performance.md). Here it keeps only this one.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if ws.is_socket(scope):
+            await ws.serve(self.state, scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 class PageFiles(StaticFiles):
@@ -141,9 +157,7 @@ def create_app(
                 on_started()
             yield
 
-    app = FastAPI(
-        title="daehwa", version="0.1.0", lifespan=lifespan, docs_url="/docs", redoc_url=None
-    )
+    app = App(title="daehwa", version="0.1.0", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     _install_error_handlers(app)
 
     @app.get("/healthz", include_in_schema=False)
@@ -155,8 +169,6 @@ def create_app(
     app.include_router(account.router)
     app.include_router(tools.router)
     app.include_router(metrics.router)
-    # /v1/ws in front of the routing: a routed socket would keep the router's frames alive.
-    app.add_middleware(ws.WebSocketMount)
     app.include_router(openai_compat.router)
     if (WEB_DIR / "index.html").is_file():
         app.mount("/static", PageFiles(directory=WEB_DIR), name="static")

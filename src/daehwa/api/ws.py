@@ -6,7 +6,7 @@ every event as ``{"type", "request_id", "seq", ...data}``, ``pong``, and
 stops a run; a client resumes with ``resume`` after reconnecting.
 
 An idle socket costs one task (uvicorn's, which reads) and a few small objects:
-the endpoint is a pure ASGI middleware rather than a FastAPI route, frames are
+the endpoint is served before the application's middleware and routing, frames are
 written by a task that exists only while some are waiting, and credentials are
 re-checked by one periodic sweep over every open socket.
 """
@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 from starlette.requests import cookie_parser
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from daehwa.accounts import Accounts
 from daehwa.api.deps import SESSION_COOKIE, AppParts, bearer_token
@@ -45,38 +45,37 @@ CLOSE_TIMEOUT = 2.0
 Credential = tuple[str, str]  # (secret, kind)
 
 
-class WebSocketMount:
-    """Serves ``/v1/ws`` in front of FastAPI's routing: a pure ASGI middleware.
+PATH = "/v1/ws"
 
-    A routed WebSocket keeps the frames of the router, the route and the inner
-    middleware alive for as long as it is open (a dozen coroutines per socket); here
-    only the three outermost middleware stay beneath it.
+
+def is_socket(scope: Scope) -> bool:
+    """Whether ``scope`` is a WebSocket connection to :data:`PATH`."""
+    return scope["type"] == "websocket" and _route_path(scope) == PATH
+
+
+async def serve(state: Any, scope: Scope, receive: Receive, send: Send) -> None:
+    """Serve one connection to :data:`PATH`; ``state`` is the application's state.
+
+    Called by the application before any of its middleware or routing: a
+    routed socket would keep the frames of every layer it went through alive
+    for as long as it is open.
     """
-
-    def __init__(self, app: ASGIApp, path: str = "/v1/ws") -> None:
-        self.app = app
-        self.path = path
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "websocket" or _route_path(scope) != self.path:
-            await self.app(scope, receive, send)
-            return
-        app_parts: AppParts = scope["app"].state.parts
-        if (await receive())["type"] != "websocket.connect":
-            return
-        credential = _handshake_credential(scope)
-        await send({"type": "websocket.accept"})
+    app_parts: AppParts = state.parts
+    if (await receive())["type"] != "websocket.connect":
+        return
+    credential = _handshake_credential(scope)
+    await send({"type": "websocket.accept"})
+    if credential is None:
+        credential = await _auth_frame(receive, send)
         if credential is None:
-            credential = await _auth_frame(receive, send)
-            if credential is None:
-                return
-        try:
-            user = await app_parts.accounts.user_for(credential[0], kind=credential[1])
-        except AuthError as exc:
-            await _close(send, CLOSE_UNAUTHORIZED, exc.message)
             return
-        hub = _hub(scope, app_parts.accounts)
-        await _Socket(hub, receive, send, user, app_parts, credential).serve()
+    try:
+        user = await app_parts.accounts.user_for(credential[0], kind=credential[1])
+    except AuthError as exc:
+        await _close(send, CLOSE_UNAUTHORIZED, exc.message)
+        return
+    hub = _hub(state, app_parts.accounts)
+    await _Socket(hub, receive, send, user, app_parts, credential).serve()
 
 
 def _route_path(scope: Scope) -> str:
@@ -193,8 +192,7 @@ class _Hub:
             check.exception()  # retrieved here: every socket waiting on it may be gone
 
 
-def _hub(scope: Scope, accounts: Accounts) -> _Hub:
-    state = scope["app"].state
+def _hub(state: Any, accounts: Accounts) -> _Hub:
     hub: _Hub | None = getattr(state, "websocket_hub", None)
     if hub is None or hub.accounts is not accounts:
         hub = state.websocket_hub = _Hub(accounts)

@@ -21,6 +21,7 @@ from collections import deque
 from typing import Any
 
 import orjson
+from starlette.datastructures import State
 from starlette.requests import cookie_parser
 from starlette.types import Message, Receive, Scope, Send
 
@@ -53,7 +54,7 @@ def is_socket(scope: Scope) -> bool:
     return scope["type"] == "websocket" and _route_path(scope) == PATH
 
 
-async def serve(state: Any, scope: Scope, receive: Receive, send: Send) -> None:
+async def serve(state: State, scope: Scope, receive: Receive, send: Send) -> None:
     """Serve one connection to :data:`PATH`; ``state`` is the application's state.
 
     Called by the application before any of its middleware or routing: a
@@ -192,7 +193,7 @@ class _Hub:
             check.exception()  # retrieved here: every socket waiting on it may be gone
 
 
-def _hub(state: Any, accounts: Accounts) -> _Hub:
+def _hub(state: State, accounts: Accounts) -> _Hub:
     hub: _Hub | None = getattr(state, "websocket_hub", None)
     if hub is None or hub.accounts is not accounts:
         hub = state.websocket_hub = _Hub(accounts)

@@ -24,6 +24,10 @@ from daehwa.messages import ToolCall, Usage
 REASONING_FIELDS = ("reasoning_content", "reasoning", "thinking_content")
 
 
+# What read_events holds for a payload that is not JSON.
+_NOT_JSON = object()
+
+
 @dataclass(slots=True)
 class _PendingCall:
     id: str = ""
@@ -48,12 +52,18 @@ class ChunkReader:
     def read(self, data: str | bytes) -> Chunk | None:
         """One ``data:`` payload (not ``[DONE]``) → a chunk with text or reasoning, or None."""
         try:
-            return self._read(data)
+            obj = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
             if isinstance(data, bytes):
                 # Not UTF-8, perhaps: read it as the SSE decoder would, with U+FFFD.
                 return self.read(data.decode("utf-8", "replace"))
             raise self._malformed("a chunk is not JSON") from exc
+        return self._object(obj)
+
+    def _object(self, obj: Any) -> Chunk | None:
+        """:meth:`read` for a payload already decoded."""
+        try:
+            return self._read(obj)
         except (AttributeError, TypeError, ValueError, IndexError) as exc:
             # A chunk whose shape is not what the format says (e.g. a list for an object).
             raise self._malformed(f"unexpected chunk shape ({exc})") from exc
@@ -64,8 +74,8 @@ class ChunkReader:
 
         The usual payload, a ``delta`` that holds only text, is taken here with
         no call and no :class:`Chunk` of its own: a paced read brings several,
-        and their texts become one chunk. Any other payload goes through
-        :meth:`read`.
+        and their texts become one chunk. Any other payload is decoded once too,
+        and read as :meth:`read` reads it.
         """
         pieces: list[Chunk] = []
         texts: list[str] = []
@@ -76,7 +86,9 @@ class ChunkReader:
                 choice = obj["choices"][0]
                 delta = choice["delta"]
                 text = delta["content"]
-            except (orjson.JSONDecodeError, LookupError, TypeError):
+            except orjson.JSONDecodeError:
+                obj, text = _NOT_JSON, None
+            except (LookupError, TypeError):
                 text = None
             # Each lookup above succeeded only on a dict, so these are _read's checks.
             if (
@@ -91,7 +103,8 @@ class ChunkReader:
                 texts.append(text)
                 continue
             try:
-                chunk = self.read(payload)
+                # Not JSON as bytes: read() says why, or reads it decoded with U+FFFD.
+                chunk = self.read(payload) if obj is _NOT_JSON else self._object(obj)
             except Exception as exc:
                 if texts:
                     pieces.append(Chunk("".join(texts)))
@@ -105,8 +118,7 @@ class ChunkReader:
             pieces.append(Chunk("".join(texts)))
         return (joined_chunks(pieces) if len(pieces) > 1 else pieces), None
 
-    def _read(self, data: str | bytes) -> Chunk | None:
-        obj = orjson.loads(data)
+    def _read(self, obj: Any) -> Chunk | None:
         if not isinstance(obj, dict):
             raise self._malformed("a chunk is not a JSON object")
         if "error" in obj or obj.get("object") == "error":

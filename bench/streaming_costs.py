@@ -21,6 +21,12 @@ command line measures, each in this process, the pieces the profile points at:
 - ``statements``: the SQL statements and transactions one SSE turn runs on
   the SQLite store, counted with sqlite3's trace callback on every connection
   the store opens (in-process app, the fake upstream's scenario of record);
+- ``turn``: CPU per chat turn with no socket at all: ``POST
+  /v1/conversations/{id}/messages`` (SSE) sent straight into the ASGI app, two
+  turns per conversation, one after the other, the scripted model answering
+  five words, on SQLite. What the turn's own code costs
+  (HTTP routing, auth, the store, context, run, filter, SSE frames), against
+  the ~2.5 ms a turn costs under ``bench.streaming`` (docs/performance.md);
 - ``runlog``: the time of a full collection of the cycle collector with the
   in-memory run logs of ``--runs`` replies of 45 events (meta, step, 42
   deltas, done) kept, once while they are still open and once finished;
@@ -28,7 +34,7 @@ command line measures, each in this process, the pieces the profile points at:
   slowest first tokens were asked for, and, with ``--gc`` (a log of
   ``bench/gc_log``), the collections of 10 ms or more.
 
-    python -m bench.streaming_costs store filter relay upstream hop statements runlog
+    python -m bench.streaming_costs store filter relay upstream hop statements turn runlog
 """
 
 from __future__ import annotations
@@ -346,17 +352,33 @@ async def hop_costs(n: int = 2000) -> None:
     thread.join()
 
 
+async def _app_with_user(model: str) -> tuple[Any, Any, str]:
+    """The app on a SQLite store in a new directory, one model (``model``: its TOML
+    keys) as the default, and the API key of a new user."""
+    from daehwa.accounts import Accounts
+    from daehwa.api.app import create_app
+    from daehwa.config import load_settings
+    from daehwa.store import open_store
+
+    folder = Path(tempfile.mkdtemp(prefix="daehwa-costs-"))
+    config = folder / "daehwa.toml"
+    config.write_text(
+        f'[server]\ndata_dir = "{folder}"\nbootstrap_user = ""\n[models.bench]\n{model}'
+        '[chat]\ndefault_model = "bench"\n[context]\nrecall = false\n',
+        encoding="utf-8",
+    )
+    settings = load_settings(config)
+    store = await open_store(settings)
+    key = (await Accounts(store).create_user("bench")).api_key
+    return create_app(settings, store=store), store, key
+
+
 async def statement_counts(turns: int = 3) -> None:
     """The SQL statements each SSE turn runs on SQLite, by kind."""
     import sqlite3
 
     import httpx
     from tests.fakes.openai_upstream import FakeOpenAIUpstream
-
-    from daehwa.accounts import Accounts
-    from daehwa.api.app import create_app
-    from daehwa.config import load_settings
-    from daehwa.store import open_store
 
     seen: Counter[str] = Counter()
     seen_lock = threading.Lock()
@@ -381,20 +403,10 @@ async def statement_counts(turns: int = 3) -> None:
 
     sqlite3.connect = traced  # every connection the store opens from here on
 
-    folder = Path(tempfile.mkdtemp(prefix="daehwa-costs-"))
     scenario = "text tokens=200 delay=0.02 ttft=0.05"
     async with FakeOpenAIUpstream(default=scenario) as upstream:
-        config = folder / "daehwa.toml"
-        config.write_text(
-            f'[server]\ndata_dir = "{folder}"\nbootstrap_user = ""\n'
-            f'[models.up]\nprovider = "openai"\nbase_url = "{upstream.base_url}"\n'
-            'model = "bench"\n[chat]\ndefault_model = "up"\n[context]\nrecall = false\n',
-            encoding="utf-8",
-        )
-        settings = load_settings(config)
-        store = await open_store(settings)
-        key = (await Accounts(store).create_user("bench")).api_key
-        app = create_app(settings, store=store)
+        model = f'provider = "openai"\nbase_url = "{upstream.base_url}"\nmodel = "bench"\n'
+        app, store, key = await _app_with_user(model)
         headers = {"Authorization": f"Bearer {key}"}
         async with (
             app.router.lifespan_context(app),
@@ -418,6 +430,66 @@ async def statement_counts(turns: int = 3) -> None:
                 for kind, n in sorted(seen.items()):
                     print(f"  {n:3d}  {kind}")
         await store.aclose()
+
+
+async def turn_costs(conversations: int = 300) -> None:
+    """CPU per SSE turn sent straight into the app: no socket, no upstream client."""
+    import orjson
+
+    app, store, key = await _app_with_user(
+        'provider = "scripted"\nreply = "안녕하세요, 오늘 날씨는 맑습니다."\n'
+    )
+    headers = [
+        (b"host", b"bench"),
+        (b"authorization", f"Bearer {key}".encode()),
+        (b"content-type", b"application/json"),
+        (b"accept", b"text/event-stream"),
+    ]
+
+    async def call(path: str, body: bytes) -> list[dict[str, Any]]:
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+            "method": "POST", "scheme": "http", "path": path, "raw_path": path.encode(),
+            "query_string": b"", "root_path": "", "headers": headers,
+            "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2), "state": {},
+        }  # fmt: skip
+        ended = asyncio.Event()
+        requests = [{"type": "http.request", "body": body, "more_body": False}]
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            if requests:
+                return requests.pop()
+            await ended.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                ended.set()
+
+        await app(scope, receive, send)
+        return sent
+
+    async def conversation() -> str:
+        sent = await call("/v1/conversations", b"{}")
+        return str(orjson.loads(sent[1]["body"])["id"])
+
+    body = '{"content": "안녕, 오늘 날씨 어때?"}'.encode()
+    async with app.router.lifespan_context(app):
+        for _ in range(20):  # warm up
+            await call(f"/v1/conversations/{await conversation()}/messages", body)
+        ids = [await conversation() for _ in range(conversations)]
+        await asyncio.sleep(0.5)  # the warm-up's after-turn upkeep
+        started = time.process_time()
+        for conversation_id in ids:
+            for _ in range(2):
+                sent = await call(f"/v1/conversations/{conversation_id}/messages", body)
+                assert b"event: done" in sent[-1]["body"], sent[-1]
+        await asyncio.sleep(0.2)  # the upkeep of the last turns
+        cpu = time.process_time() - started
+    await store.aclose()
+    print(f"one SSE turn in-process (SQLite)   {cpu / (2 * conversations) * 1e6:6.0f} µs CPU")
 
 
 async def runlog_costs(runs: int) -> None:
@@ -490,8 +562,8 @@ def main() -> None:
         "what",
         nargs="+",
         choices=[
-            "store", "filter", "relay", "upstream", "hop", "statements", "runlog", "bursts",
-            "profile",
+            "store", "filter", "relay", "upstream", "hop", "statements", "turn", "runlog",
+            "bursts", "profile",
         ],
     )  # fmt: skip
     parser.add_argument("--file", help="profile: a py-spy raw file; bursts: a --replies file")
@@ -513,6 +585,8 @@ def main() -> None:
             uvloop.run(hop_costs())
         elif what == "statements":
             uvloop.run(statement_counts())
+        elif what == "turn":
+            uvloop.run(turn_costs())
         elif what == "runlog":
             uvloop.run(runlog_costs(args.runs))
         elif what == "bursts":

@@ -24,7 +24,7 @@ command line measures, each in this process, the pieces the profile points at:
 - ``turn``: CPU per chat turn with no socket at all: ``POST
   /v1/conversations/{id}/messages`` (SSE) sent straight into the ASGI app, two
   turns per conversation, one after the other, the scripted model answering
-  five words, on SQLite. What the turn's own code costs
+  four words, on SQLite. What the turn's own code costs
   (HTTP routing, auth, the store, context, run, filter, SSE frames), against
   the ~2.5 ms a turn costs under ``bench.streaming`` (docs/performance.md);
 - ``runlog``: the time of a full collection of the cycle collector with the

@@ -26,7 +26,9 @@ command line measures, each in this process, the pieces the profile points at:
   turns per conversation, one after the other, the scripted model answering
   four words, on SQLite. What the turn's own code costs
   (HTTP routing, auth, the store, context, run, filter, SSE frames), against
-  the ~2.5 ms a turn costs under ``bench.streaming`` (docs/performance.md);
+  the ~2.5 ms a turn costs under ``bench.streaming`` (docs/performance.md).
+  Then 60 turns in each of 20 conversations, without and with ``[store]
+  cache_size``: what a long history costs a turn, and what the cache saves;
 - ``runlog``: the time of a full collection of the cycle collector with the
   in-memory run logs of ``--runs`` replies of 45 events (meta, step, 42
   deltas, done) kept, once while they are still open and once finished;
@@ -352,9 +354,9 @@ async def hop_costs(n: int = 2000) -> None:
     thread.join()
 
 
-async def _app_with_user(model: str) -> tuple[Any, Any, str]:
+async def _app_with_user(model: str, store: str = "") -> tuple[Any, Any, str]:
     """The app on a SQLite store in a new directory, one model (``model``: its TOML
-    keys) as the default, and the API key of a new user."""
+    keys) as the default, and the API key of a new user; ``store``: [store] keys."""
     from daehwa.accounts import Accounts
     from daehwa.api.app import create_app
     from daehwa.config import load_settings
@@ -364,7 +366,7 @@ async def _app_with_user(model: str) -> tuple[Any, Any, str]:
     config = folder / "daehwa.toml"
     config.write_text(
         f'[server]\ndata_dir = "{folder}"\nbootstrap_user = ""\n[models.bench]\n{model}'
-        '[chat]\ndefault_model = "bench"\n[context]\nrecall = false\n',
+        f'[chat]\ndefault_model = "bench"\n[context]\nrecall = false\n[store]\n{store}',
         encoding="utf-8",
     )
     settings = load_settings(config)
@@ -432,12 +434,19 @@ async def statement_counts(turns: int = 3) -> None:
         await store.aclose()
 
 
-async def turn_costs(conversations: int = 300) -> None:
-    """CPU per SSE turn sent straight into the app: no socket, no upstream client."""
+async def turn_costs(conversations: int = 300, turns: int = 2, cache_size: int = 0) -> None:
+    """CPU per SSE turn sent straight into the app: no socket, no upstream client.
+
+    ``turns`` per conversation, round by round; the CPU of the last round is also
+    given apart (the turn with the longest history).
+    """
     import orjson
 
+    from daehwa import collector
+
     app, store, key = await _app_with_user(
-        'provider = "scripted"\nreply = "안녕하세요, 오늘 날씨는 맑습니다."\n'
+        'provider = "scripted"\nreply = "안녕하세요, 오늘 날씨는 맑습니다."\n',
+        f"cache_size = {cache_size}\n",
     )
     headers = [
         (b"host", b"bench"),
@@ -480,16 +489,22 @@ async def turn_costs(conversations: int = 300) -> None:
         for _ in range(20):  # warm up
             await call(f"/v1/conversations/{await conversation()}/messages", body)
         ids = [await conversation() for _ in range(conversations)]
+        collector.settle()  # as `daehwa serve` does once started
         await asyncio.sleep(0.5)  # the warm-up's after-turn upkeep
         started = time.process_time()
-        for conversation_id in ids:
-            for _ in range(2):
+        for _ in range(turns):
+            last = time.process_time()
+            for conversation_id in ids:
                 sent = await call(f"/v1/conversations/{conversation_id}/messages", body)
                 assert b"event: done" in sent[-1]["body"], sent[-1]
-        await asyncio.sleep(0.2)  # the upkeep of the last turns
-        cpu = time.process_time() - started
+            await asyncio.sleep(0.05)  # the upkeep of the round's turns
+        now = time.process_time()
     await store.aclose()
-    print(f"one SSE turn in-process (SQLite)   {cpu / (2 * conversations) * 1e6:6.0f} µs CPU")
+    every = (now - started) / (turns * conversations) * 1e6
+    print(
+        f"SSE turns in-process (SQLite, cache_size {cache_size}), {turns} per conversation: "
+        f"{every:.0f} µs CPU each, {(now - last) / conversations * 1e6:.0f} µs in the last round"
+    )
 
 
 async def runlog_costs(runs: int) -> None:
@@ -587,6 +602,8 @@ def main() -> None:
             uvloop.run(statement_counts())
         elif what == "turn":
             uvloop.run(turn_costs())
+            for cache_size in (0, 64):  # a long conversation: 120 messages by the last round
+                uvloop.run(turn_costs(20, 60, cache_size))
         elif what == "runlog":
             uvloop.run(runlog_costs(args.runs))
         elif what == "bursts":

@@ -8,18 +8,28 @@ Only writes made through *this* object are seen. With several processes
 sharing one database, each would keep its own cache and miss the others'
 writes: turn the cache off there (``[store] cache_size = 0``).
 
-Correctness under concurrent writes rests on two rules:
+Correctness under concurrent writes rests on three rules:
 
-- A write, once the inner store has answered (or failed), extends the cached
-  tail only when the new message is exactly the next ``seq``; any other write
+- An append, once the inner store has answered (or failed), extends the cached
+  tail only when the new message is exactly the next ``seq``; any other append
   drops the conversation's entry.
+- An update puts the stored message the inner store answered in place of the
+  cached one, unless another update of the same message was in flight at the
+  same time (their answers may come back in either order): then the
+  conversation's entry is dropped. A streaming reply is updated at its
+  checkpoints and at its end, so a conversation stays cached from turn to turn.
 - A read that fills the cache registers itself first; every write to that
   conversation meanwhile marks it stale, and a stale read does not fill.
+
+A hit returns copies, so a caller may change what it got: each message is
+rebuilt from its fields, its metadata (JSON: dicts, lists, scalars) copied
+container by container, which is cheaper than ``copy.deepcopy``.
 """
 
 from __future__ import annotations
 
-import copy
+import dataclasses
+import operator
 from collections import OrderedDict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -55,7 +65,8 @@ class CachedStore:
     ``max_messages`` bounds each conversation's cached tail.
     """
 
-    def __init__(self, inner: Store, size: int, *, max_messages: int = 200) -> None:
+    def __init__(self, inner: Store, size: int, *, max_messages: int = 400) -> None:
+        # 400: what a turn reads of its conversation's history (chat.answer.HISTORY_LIMIT).
         if size < 1:
             raise ValueError("size must be at least 1 (use the inner store to turn caching off)")
         self.inner = inner
@@ -63,6 +74,9 @@ class CachedStore:
         self.max_messages = max_messages
         self._tails: OrderedDict[str, _Tail] = OrderedDict()
         self._fills: dict[str, set[_Fill]] = {}
+        # Updates in flight per message id, and the ids updated twice at once meanwhile.
+        self._updating: dict[str, int] = {}
+        self._overlapped: set[str] = set()
         self.hits = 0
         self.misses = 0
 
@@ -84,21 +98,32 @@ class CachedStore:
                 self.hits += 1
                 return page
         self.misses += 1
-        if since is not None or before is not None:
+        if since is not None or (before is not None and conversation_id in self._tails):
             return await self.inner.list_messages(
                 conversation_id, limit=limit, before=before, since=since
             )
+        # Not cached: read the newest messages and keep them. A page before a seq
+        # (a turn reads the history before its reply) is answered from them when
+        # they reach back far enough.
         fill = _Fill()
         self._fills.setdefault(conversation_id, set()).add(fill)
         try:
-            page = await self.inner.list_messages(conversation_id, limit=limit)
+            newest = await self.inner.list_messages(
+                conversation_id, limit=limit if before is None else max(limit, self.max_messages)
+            )
         finally:
             waiting = self._fills[conversation_id]
             waiting.discard(fill)
             if not waiting:
                 del self._fills[conversation_id]
+        complete = newest.next is None
         if not fill.stale:
-            self._store(conversation_id, _Tail([_copy(m) for m in page.items], page.next is None))
+            self._store(conversation_id, _Tail([_copy(m) for m in newest.items], complete))
+        if before is None:
+            return newest
+        page = _page(newest.items, complete, limit, before, copy=False)
+        if page is None:
+            return await self.inner.list_messages(conversation_id, limit=limit, before=before)
         return page
 
     async def last_message(self, conversation_id: str) -> Message | None:
@@ -143,7 +168,11 @@ class CachedStore:
         tool_calls: Sequence[ToolCall] | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> Message:
-        """Update through the inner store and drop the conversation's cached tail."""
+        """Update through the inner store, then put the stored message in the cached tail."""
+        updating = self._updating
+        if updating.get(message_id):
+            self._overlapped.add(message_id)
+        updating[message_id] = updating.get(message_id, 0) + 1
         try:
             updated = await self.inner.update_message(
                 message_id,
@@ -154,10 +183,14 @@ class CachedStore:
                 metadata=metadata,
             )
         except BaseException:
+            self._updated(message_id)
             # Which conversation it was is unknown here; forget them all.
             self._forget_all()
             raise
-        self._forget(updated.conversation_id)
+        if self._updated(message_id):
+            self._forget(updated.conversation_id)
+        else:
+            self._replace(updated)
         return updated
 
     async def update_conversation(self, conversation_id: str, **fields: Any) -> Conversation:
@@ -270,15 +303,10 @@ class CachedStore:
         tail = self._tails.get(conversation_id)
         if tail is None:
             return None
-        candidates = tail.messages
-        if before is not None:
-            candidates = [m for m in candidates if m.seq < before]
-        if len(candidates) < limit and not tail.complete:
-            return None
-        self._tails.move_to_end(conversation_id)
-        page = candidates[-limit:]
-        more = bool(page) and (len(candidates) > limit or not tail.complete)
-        return Page([_copy(m) for m in page], str(page[0].seq) if more else None)
+        page = _page(tail.messages, tail.complete, limit, before, copy=True)
+        if page is not None:
+            self._tails.move_to_end(conversation_id)
+        return page
 
     def _extend(self, stored: Message) -> None:
         """Add a just-appended message to its cached tail, or drop the tail if not next."""
@@ -296,6 +324,29 @@ class CachedStore:
                 tail.complete = False
         else:
             self._tails.pop(stored.conversation_id, None)
+
+    def _updated(self, message_id: str) -> bool:
+        """Count an update of ``message_id`` as answered; True if another overlapped it."""
+        left = self._updating[message_id] - 1
+        overlapped = message_id in self._overlapped
+        if left:
+            self._updating[message_id] = left
+        else:
+            del self._updating[message_id]
+            self._overlapped.discard(message_id)
+        return overlapped
+
+    def _replace(self, updated: Message) -> None:
+        """Put a just-updated message in place of its cached copy, if it is cached."""
+        self._stale(updated.conversation_id)
+        tail = self._tails.get(updated.conversation_id)
+        if tail is None:
+            return
+        messages = tail.messages
+        for index in range(len(messages) - 1, -1, -1):  # a reply is near the end
+            if messages[index].id == updated.id:
+                messages[index] = _copy(updated)
+                return
 
     def _store(self, conversation_id: str, tail: _Tail) -> None:
         self._tails[conversation_id] = tail
@@ -318,12 +369,43 @@ class CachedStore:
         self._tails.clear()
 
 
+def _page(
+    messages: list[Message], complete: bool, limit: int, before: int | None, *, copy: bool
+) -> Page[Message] | None:
+    """The page ``limit, before`` out of the newest ``messages`` (oldest first), or None
+    if they do not reach back far enough; ``complete``: no older message exists."""
+    candidates = messages
+    if before is not None:
+        candidates = [m for m in candidates if m.seq < before]
+    if len(candidates) < limit and not complete:
+        return None
+    page = candidates[-limit:]
+    more = bool(page) and (len(candidates) > limit or not complete)
+    return Page([_copy(m) for m in page] if copy else page, str(page[0].seq) if more else None)
+
+
+_FIELDS = operator.attrgetter(*(f.name for f in dataclasses.fields(Message)))
+
+
 def _copy(message: Message) -> Message:
     """A copy the caller may change without touching the cache."""
-    copied = copy.copy(message)
-    copied.metadata = copy.deepcopy(message.metadata) if message.metadata else {}
+    copied = Message(*_FIELDS(message))
+    metadata = message.metadata
+    copied.metadata = _json_copy(metadata) if metadata else {}
     if message.tool_calls is not None:
-        copied.tool_calls = copy.deepcopy(message.tool_calls)
+        copied.tool_calls = [
+            ToolCall(c.id, c.name, _json_copy(c.arguments)) for c in message.tool_calls
+        ]
     if message.usage is not None:
-        copied.usage = copy.copy(message.usage)
+        copied.usage = Usage(message.usage.prompt_tokens, message.usage.completion_tokens)
     return copied
+
+
+def _json_copy(value: Any) -> Any:
+    """A copy of JSON data: new dicts and lists all the way down, scalars shared."""
+    kind = type(value)
+    if kind is dict:
+        return {key: _json_copy(item) for key, item in value.items()}
+    if kind is list:
+        return [_json_copy(item) for item in value]
+    return value

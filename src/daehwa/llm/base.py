@@ -119,10 +119,24 @@ def piece_chunks(
     A provider's stream loop relays one network read with
     ``for chunk in piece_chunks(...): yield chunk``.
     """
-    chunks, error = read_piece(read, events, started)
+    yield from relay_piece(read_piece(read, events, _nothing), started)
+
+
+def relay_piece(
+    piece: tuple[list[Chunk], Exception | None], started: Callable[[], None]
+) -> Iterator[Chunk]:
+    """A network read's chunks and error (as :func:`read_piece` returns them) relayed:
+    ``started`` called if there are chunks, the chunks, then the error raised."""
+    chunks, error = piece
+    if chunks:
+        started()
     yield from chunks
     if error is not None:
         raise error
+
+
+def _nothing() -> None:
+    return None
 
 
 @runtime_checkable

@@ -30,6 +30,7 @@ from daehwa.llm.base import (
     Chunk,
     GenerationParams,
     malformed_stream,
+    relay_piece,
     truncated_stream,
 )
 from daehwa.llm.http import UpstreamClient
@@ -244,13 +245,8 @@ class OpenAIModel:
                     if b"[DONE]" in data:
                         done = True
                         del data[data.index(b"[DONE]") :]
-                    chunks, error = reader.read_events(data)
-                    if chunks:
-                        response.start_pacing()
-                        for chunk in chunks:
-                            yield chunk
-                    if error is not None:
-                        raise error
+                    for chunk in relay_piece(reader.read_events(data), response.start_pacing):
+                        yield chunk
                     if done:
                         break
             except SSEError as exc:

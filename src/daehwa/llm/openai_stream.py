@@ -102,17 +102,15 @@ class ChunkReader:
             ):
                 texts.append(text)
                 continue
+            if texts:  # joined_chunks joins it with text that follows, if any
+                pieces.append(Chunk("".join(texts)))
+                texts = []
             try:
                 # Not JSON as bytes: read() says why, or reads it decoded with U+FFFD.
                 chunk = self.read(payload) if obj is _NOT_JSON else self._object(obj)
             except Exception as exc:
-                if texts:
-                    pieces.append(Chunk("".join(texts)))
                 return joined_chunks(pieces), exc
             if chunk is not None:
-                if texts:
-                    pieces.append(Chunk("".join(texts)))
-                    texts = []
                 pieces.append(chunk)
         if texts:
             pieces.append(Chunk("".join(texts)))

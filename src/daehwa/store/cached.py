@@ -310,8 +310,7 @@ class CachedStore:
 
     def _extend(self, stored: Message) -> None:
         """Add a just-appended message to its cached tail, or drop the tail if not next."""
-        self._stale(stored.conversation_id)
-        tail = self._tails.get(stored.conversation_id)
+        tail = self._written(stored.conversation_id)
         if tail is None:
             return
         last = tail.messages[-1].seq if tail.messages else None
@@ -338,8 +337,7 @@ class CachedStore:
 
     def _replace(self, updated: Message) -> None:
         """Put a just-updated message in place of its cached copy, if it is cached."""
-        self._stale(updated.conversation_id)
-        tail = self._tails.get(updated.conversation_id)
+        tail = self._written(updated.conversation_id)
         if tail is None:
             return
         messages = tail.messages
@@ -347,6 +345,11 @@ class CachedStore:
             if messages[index].id == updated.id:
                 messages[index] = _copy(updated)
                 return
+
+    def _written(self, conversation_id: str) -> _Tail | None:
+        """A write to the conversation was answered: reads in flight are stale; its tail."""
+        self._stale(conversation_id)
+        return self._tails.get(conversation_id)
 
     def _store(self, conversation_id: str, tail: _Tail) -> None:
         self._tails[conversation_id] = tail

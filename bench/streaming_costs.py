@@ -34,9 +34,13 @@ command line measures, each in this process, the pieces the profile points at:
   deltas, done) kept, once while they are still open and once finished;
 - ``bursts``: from ``bench.streaming --replies FILE`` (``--file``), when the
   slowest first tokens were asked for, and, with ``--gc`` (a log of
-  ``bench/gc_log``), the collections of 10 ms or more.
+  ``bench/gc_log``), the collections of 10 ms or more;
+- ``wakes``: the CPU one wake-up of a sleeping process costs, by how long it
+  slept: a thread in ``time.sleep``, and an event loop (uvloop) in
+  ``asyncio.sleep`` doing nothing else. What a lightly loaded server pays per
+  wake-up before its own work, and why its CPU per token rises as the load falls.
 
-    python -m bench.streaming_costs store filter relay upstream hop statements turn runlog
+    python -m bench.streaming_costs store filter relay upstream hop statements turn runlog wakes
 """
 
 from __future__ import annotations
@@ -571,6 +575,33 @@ def bursts(replies: Path, gc_log: Path | None, target: str = "sse") -> None:
             print(f"  {float(end) - start:6.2f}  gen{generation}  {wall} / {cpu}")
 
 
+WAKE_INTERVALS = (0.1, 0.02, 0.005, 0.001, 0.0)
+
+
+def wake_costs(seconds: float = 2.0) -> None:
+    """CPU per wake-up of a process that sleeps ``interval`` between wake-ups."""
+    import uvloop
+
+    async def loop_sleeps(interval: float, count: int) -> int:
+        started = time.process_time_ns()
+        for _ in range(count):
+            await asyncio.sleep(interval)
+        return time.process_time_ns() - started
+
+    for interval in WAKE_INTERVALS:
+        count = int(seconds / interval) if interval else 20_000
+        started = time.process_time_ns()
+        for _ in range(count):
+            time.sleep(interval)
+        thread = (time.process_time_ns() - started) / count / 1000
+        in_loop = uvloop.run(loop_sleeps(interval, count)) / count / 1000
+        print(
+            f"asleep {1000 * interval:5.1f} ms between wake-ups: time.sleep {thread:6.1f} µs CPU "
+            f"per wake-up, uvloop asyncio.sleep {in_loop:6.1f} µs",
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument(
@@ -578,7 +609,7 @@ def main() -> None:
         nargs="+",
         choices=[
             "store", "filter", "relay", "upstream", "hop", "statements", "turn", "runlog",
-            "bursts", "profile",
+            "bursts", "wakes", "profile",
         ],
     )  # fmt: skip
     parser.add_argument("--file", help="profile: a py-spy raw file; bursts: a --replies file")
@@ -608,6 +639,8 @@ def main() -> None:
             uvloop.run(runlog_costs(args.runs))
         elif what == "bursts":
             bursts(Path(args.file), Path(args.gc) if args.gc else None)
+        elif what == "wakes":
+            wake_costs()
         elif args.file:
             print(profile_summary(Path(args.file)))
 

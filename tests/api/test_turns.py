@@ -265,3 +265,62 @@ async def test_a_streamed_turn_reads_the_conversation_once(make_server: ServerFa
     status, data = await server.call("POST", path, other, json={"content": "몰래"})
     assert (status, data["error"]["code"]) == (404, "not_found")
     assert len(await history(server, me, cid)) == 2
+
+
+async def test_turns_bypass_middleware_and_routing_with_the_same_errors(
+    make_server: ServerFactory, monkeypatch: Any, caplog: Any
+) -> None:
+    seen: list[str] = []
+
+    def with_recorder(app: Any) -> Any:
+        class Recorder:
+            def __init__(self, inner: Any) -> None:
+                self.inner = inner
+
+            async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+                if scope["type"] == "http":
+                    seen.append(f"{scope['method']} {scope['path']}")
+                await self.inner(scope, receive, send)
+
+        app.add_middleware(Recorder)
+        return app
+
+    server = await make_server(wrap=with_recorder)
+    me = await server.user("minji")
+    cid = await new_conversation(server, me)
+    path = f"/v1/conversations/{cid}/messages"
+    reply = await server.stream("POST", path, me, json={"content": "안녕"})
+    assert reply.text == "답: 안녕" and reply.of("done")
+    status, data = await server.call("POST", path, me, json={"content": "또"})
+    assert status == 200 and data["assistant_message"]["content"] == "답: 또"
+    # The turns went straight to their endpoint; every other request through the stack.
+    assert seen == ["POST /v1/conversations"]
+    status, data = await server.call("GET", path, me)
+    assert status == 200 and len(data["items"]) == 4
+    assert seen[-1] == f"GET {path}"
+    # A trailing slash or a longer path is not a turn: routing answers it.
+    status, _ = await server.call("POST", path + "/x", me, json={"content": "x"})
+    assert status in (404, 405) and seen[-1] == f"POST {path}/x"
+
+    # The same error bodies and headers as through the exception handlers.
+    async with server.http.post(server.url + path, json={"content": "x"}) as response:
+        assert response.status == 401
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert (await response.json())["error"]["code"] == "unauthorized"
+    status, data = await server.call("POST", "/v1/conversations/nope/messages", me, json={})
+    assert status == 400 and data["error"]["field"] == "content"
+    status, data = await server.call(
+        "POST", "/v1/conversations/nope/messages", me, json={"content": "x"}
+    )
+    assert status == 404 and data["error"]["code"] == "not_found"
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the store fell over")
+
+    monkeypatch.setattr(server.app_parts.service, "send", broken)
+    status, data = await server.call("POST", path, me, json={"content": "x"})
+    assert status == 500 and data == {
+        "error": {"code": "internal_error", "message": "internal server error"}
+    }
+    assert "the store fell over" in caplog.text
+    assert [entry for entry in seen if entry.endswith("/messages")] == [f"GET {path}"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -18,7 +19,7 @@ from starlette.types import Receive, Scope, Send
 from daehwa.accounts import Accounts
 from daehwa.api import account, auth, conversations, metrics, openai_compat, tools, ws
 from daehwa.api.assembly import assemble
-from daehwa.api.deps import json_response
+from daehwa.api.deps import current_user, json_response
 from daehwa.chat.generate import ModelSource
 from daehwa.config import Settings
 from daehwa.errors import DaehwaError, InvalidInput
@@ -54,18 +55,46 @@ PAGE_HEADERS = {
 
 
 class App(FastAPI):
-    """FastAPI, with ``/v1/ws`` served ahead of all its layers.
+    """FastAPI, with ``/v1/ws`` and the turns' route served ahead of all its layers.
 
     A socket stays open for hours; through the middleware stack it would keep a
     coroutine frame of each layer alive all that time (about 1.2 KB per socket,
     docs/performance.md). Here it keeps only this one.
+
+    ``POST /v1/conversations/{id}/messages`` is the request every turn makes: it
+    goes straight to its endpoint, without the middleware stack, the routing and
+    the dependency injection, and its stream's frames straight to the server's
+    ``send``. Its errors get the same bodies as any route's.
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if ws.is_socket(scope):
             await ws.serve(self.state, scope, receive, send)
             return
+        conversation_id = conversations.turn_target(scope)
+        if conversation_id is not None:
+            await self._turn(conversation_id, scope, receive, send)
+            return
         await super().__call__(scope, receive, send)
+
+    async def _turn(self, conversation_id: str, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["app"] = self
+        request = Request(scope, receive)
+        try:
+            user = await current_user(request)
+            response = await conversations.send_message(conversation_id, request, user)
+        except Exception as exc:
+            response = await self._error_response(request, exc)
+        await response(scope, receive, send)
+
+    async def _error_response(self, request: Request, exc: Exception) -> Response:
+        """The response the app's exception handlers give ``exc``."""
+        for kind in type(exc).__mro__:
+            handler = self.exception_handlers.get(kind)
+            if handler is not None:
+                response = handler(request, exc)
+                return await response if inspect.isawaitable(response) else response
+        raise exc
 
 
 class PageFiles(StaticFiles):

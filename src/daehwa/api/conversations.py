@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
+from starlette.types import Scope
 
 from daehwa.api.deps import (
     current_user,
@@ -16,6 +17,7 @@ from daehwa.api.deps import (
     query_int,
     query_time,
     read_json,
+    route_path,
 )
 from daehwa.api.sse import EventStreamResponse
 from daehwa.chat.export import to_markdown
@@ -23,7 +25,8 @@ from daehwa.errors import ContentBlocked, InvalidInput, NotFound
 from daehwa.events import Envelope, Error
 from daehwa.messages import User
 
-router = APIRouter(prefix="/v1/conversations")
+PREFIX = "/v1/conversations"
+router = APIRouter(prefix=PREFIX)
 PREVIEW_CHARS = 120
 Caller = Annotated[User, Depends(current_user)]
 
@@ -116,12 +119,30 @@ async def list_messages(conversation_id: str, request: Request, user: Caller) ->
     return json_response(_page(page.items, page.next))
 
 
+def turn_target(scope: Scope) -> str | None:
+    """The conversation of a ``POST /v1/conversations/{id}/messages``; None for any other request.
+
+    The application serves these requests ahead of its middleware and routing
+    (``App``); this matches the same paths as the route below.
+    """
+    if scope["type"] != "http" or scope["method"] != "POST":
+        return None
+    path = route_path(scope)
+    head, tail = PREFIX + "/", "/messages"
+    if len(path) <= len(head) + len(tail) or not path.startswith(head) or not path.endswith(tail):
+        return None
+    conversation_id = path[len(head) : -len(tail)]
+    return None if "/" in conversation_id else conversation_id
+
+
 def wants_event_stream(request: Request) -> bool:
     return "text/event-stream" in request.headers.get("accept", "")
 
 
 @router.post("/{conversation_id}/messages")
 async def send_message(conversation_id: str, request: Request, user: Caller) -> Response:
+    """One turn. Served by ``App`` straight from the server (see :func:`turn_target`);
+    the route is here for the OpenAPI schema and for apps that mount this router."""
     service = parts(request).service
     body = await read_json(request)
     if "content" not in body:

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from fastapi import Request
 from starlette.responses import Response
+from starlette.types import Scope
 
 from daehwa.accounts import Accounts
 from daehwa.chat.service import ChatService
@@ -32,6 +33,13 @@ class AppParts:
 
 def parts(request: Request) -> AppParts:
     return request.app.state.parts  # type: ignore[no-any-return]
+
+
+def route_path(scope: Scope) -> str:
+    """The request's path below the application's root path."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
 
 
 def bearer_token(authorization: str) -> str | None:

@@ -26,7 +26,7 @@ from starlette.requests import cookie_parser
 from starlette.types import Message, Receive, Scope, Send
 
 from daehwa.accounts import Accounts
-from daehwa.api.deps import SESSION_COOKIE, AppParts, bearer_token
+from daehwa.api.deps import SESSION_COOKIE, AppParts, bearer_token, route_path
 from daehwa.errors import AuthError, DaehwaError, InvalidInput
 from daehwa.messages import User
 
@@ -51,7 +51,7 @@ PATH = "/v1/ws"
 
 def is_socket(scope: Scope) -> bool:
     """Whether ``scope`` is a WebSocket connection to :data:`PATH`."""
-    return scope["type"] == "websocket" and _route_path(scope) == PATH
+    return scope["type"] == "websocket" and route_path(scope) == PATH
 
 
 async def serve(state: State, scope: Scope, receive: Receive, send: Send) -> None:
@@ -77,12 +77,6 @@ async def serve(state: State, scope: Scope, receive: Receive, send: Send) -> Non
         return
     hub = _hub(state, app_parts.accounts)
     await _Socket(hub, receive, send, user, app_parts, credential).serve()
-
-
-def _route_path(scope: Scope) -> str:
-    path: str = scope["path"]
-    root: str = scope.get("root_path", "")
-    return path[len(root) :] if root and path.startswith(root) else path
 
 
 def _handshake_credential(scope: Scope) -> Credential | None:

@@ -17,7 +17,13 @@ import pytest
 
 from daehwa.errors import ConfigError, ProviderError, ProviderTimeout
 from daehwa.llm.base import GenerationParams
-from daehwa.llm.http import UpstreamClient, UpstreamClients, origin_of, retry_after_seconds
+from daehwa.llm.http import (
+    EXPIRE_BATCH,
+    UpstreamClient,
+    UpstreamClients,
+    origin_of,
+    retry_after_seconds,
+)
 from daehwa.llm.http_connection import HIGH_WATER
 from daehwa.llm.openai import OpenAIModel
 from tests.fakes.http_server import FakeHTTPServer, RecordedRequest, Reply
@@ -260,6 +266,23 @@ async def test_idle_timeout_expires_connections(fake: FakeOpenAIUpstream) -> Non
     await fetch(client)
     assert client.connections_opened == 2
     await client.aclose()
+
+
+async def test_idle_connections_close_when_they_expire_not_on_the_next_request(
+    fake: FakeOpenAIUpstream,
+) -> None:
+    client = UpstreamClient(fake.base_url, idle_timeout=0.3)
+    # More than one batch of expiring connections.
+    await asyncio.gather(*(fetch(client) for _ in range(EXPIRE_BATCH + 8)))
+    assert client.idle_connections == EXPIRE_BATCH + 8
+    await fetch(client)  # taken from the pool and put back: the newest idle one
+    assert client.connections_opened == EXPIRE_BATCH + 8
+    # No request comes: the server still sees every one closed once it expired.
+    await eventually(lambda: client.idle_connections == 0 and fake.open_connections == 0)
+    await fetch(client)
+    assert client.connections_opened == EXPIRE_BATCH + 9
+    await client.aclose()
+    await eventually(lambda: fake.open_connections == 0)
 
 
 async def test_fresh_connection_closed_without_answer_is_not_retried(

@@ -38,6 +38,7 @@ __all__ = [
 USER_AGENT = "daehwa/0.1"
 # Expired idle connections closed per loop iteration: each close costs tens of µs.
 EXPIRE_BATCH = 32
+EXPIRY_SLACK = 0.01
 
 
 def origin_of(url: str) -> tuple[str, str, int]:
@@ -238,7 +239,8 @@ class UpstreamClient:
         self._sweep = None
         idle = self._idle
         loop = asyncio.get_running_loop()
-        cutoff = loop.time() - self.idle_timeout
+        # A timer may fire a little early: what expires within the slack goes now.
+        cutoff = loop.time() - self.idle_timeout + EXPIRY_SLACK
         count = 0
         while count < len(idle) and count < EXPIRE_BATCH and idle[count].idle_since <= cutoff:
             count += 1

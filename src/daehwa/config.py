@@ -43,6 +43,8 @@ class ServerSettings(Section):
     # `daehwa serve`: once started, keep the start-up heap out of garbage collections
     # and collect the young generation less often (daehwa.collector).
     tune_gc: bool = True
+    # The largest request body a JSON route reads; a larger one gets 413 before it is read.
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
 
 
 class StoreSettings(Section):

@@ -54,6 +54,13 @@ class InvalidInput(DaehwaError):
         self.field = field
 
 
+class TooLarge(DaehwaError):
+    """The request's body is larger than ``[server] max_body_bytes``."""
+
+    code = "too_large"
+    status = 413
+
+
 class ContextOverflow(InvalidInput):
     """Even the newest turn alone does not fit the model's token budget."""
 

@@ -147,6 +147,39 @@ async def test_content_over_the_limit_is_refused(make_server: ServerFactory) -> 
     assert await history(server, me, cid) == []
 
 
+async def test_body_over_the_limit_is_refused_before_it_is_read(
+    make_server: ServerFactory,
+) -> None:
+    server = await make_server(server={"max_body_bytes": 2048})
+    me = await server.user("me")
+    cid = await new_conversation(server, me, title="제목")
+    big = b'{"content": "' + "가".encode() * 1000 + b'"}'  # 3,015 bytes
+    path = f"/v1/conversations/{cid}/messages"
+    headers = {**me, "content-type": "application/json"}
+    status, data = await server.call("POST", path, headers, data=big)
+    assert status == 413, data
+    assert data["error"]["code"] == "too_large"
+    assert "2048" in data["error"]["message"]
+
+    async def chunked() -> Any:  # no Content-Length: counted as it arrives
+        for _ in range(4):
+            yield b" " * 1000
+
+    reply = await server.stream("POST", path, headers, data=chunked())
+    assert reply.status == 413 and b"too_large" in reply.raw
+    for method, route in (("PATCH", f"/v1/conversations/{cid}"), ("POST", "/v1/conversations")):
+        status, data = await server.call(method, route, headers, data=b" " * 3000)
+        assert status == 413 and data["error"]["code"] == "too_large", (route, data)
+    assert await history(server, me, cid) == []
+    status, data = await server.call("GET", f"/v1/conversations/{cid}", me)
+    assert data["title"] == "제목"
+    # At the limit is fine, and the whole body is read.
+    exact = b'{"content": "' + b"a" * (2048 - 15) + b'"}'
+    assert len(exact) == 2048
+    status, data = await server.call("POST", path, headers, data=exact)
+    assert status == 200 and data["user_message"]["content"] == "a" * 2033
+
+
 async def test_unknown_ids_and_bad_queries(make_server: ServerFactory) -> None:
     server = await make_server()
     me = await server.user("me")

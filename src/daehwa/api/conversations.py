@@ -37,8 +37,7 @@ def _page(items: list[Any], next_cursor: str | None) -> dict[str, Any]:
 
 @router.post("")
 async def create_conversation(request: Request, user: Caller) -> Response:
-    raw = await request.body()
-    body = await read_json(request) if raw.strip() else {}
+    body = await read_json(request, allow_empty=True)
     variables = body.get("variables")
     if variables is not None and (
         not isinstance(variables, dict)

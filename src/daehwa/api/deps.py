@@ -14,7 +14,7 @@ from starlette.types import Scope
 from daehwa.accounts import Accounts
 from daehwa.chat.service import ChatService
 from daehwa.config import Settings
-from daehwa.errors import AuthError, InvalidInput
+from daehwa.errors import AuthError, InvalidInput, TooLarge
 from daehwa.messages import User
 from daehwa.store.base import Store
 
@@ -68,9 +68,30 @@ def json_response(data: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status_code=status, media_type="application/json")
 
 
-async def read_json(request: Request) -> dict[str, Any]:
-    """The request body as a JSON object, or a 400 that says what is wrong."""
-    raw = await request.body()
+async def read_body(request: Request) -> bytes:
+    """The request body, or a 413 as soon as it is longer than ``[server] max_body_bytes``."""
+    limit = parts(request).settings.server.max_body_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"the request body is {declared} bytes; the limit is {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"the request body is longer than the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request, *, allow_empty: bool = False) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 (413) that says what is wrong.
+
+    With ``allow_empty`` an empty or blank body is an empty object.
+    """
+    raw = await read_body(request)
+    if not raw.strip() and allow_empty:
+        return {}
     if not raw:
         raise InvalidInput("the request body must be a JSON object", code="invalid_json")
     try:

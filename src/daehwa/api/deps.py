@@ -72,7 +72,7 @@ async def read_body(request: Request) -> bytes:
     """The request body, or a 413 as soon as it is longer than ``[server] max_body_bytes``."""
     limit = parts(request).settings.server.max_body_bytes
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise TooLarge(f"the request body is {declared} bytes; the limit is {limit}")
     chunks: list[bytes] = []
     size = 0
@@ -81,7 +81,9 @@ async def read_body(request: Request) -> bytes:
         if size > limit:
             raise TooLarge(f"the request body is longer than the limit of {limit} bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
+    body = b"".join(chunks)
+    request._body = body  # where Starlette keeps it: a later request.body() gets it again
+    return body
 
 
 async def read_json(request: Request, *, allow_empty: bool = False) -> dict[str, Any]:

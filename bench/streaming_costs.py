@@ -38,9 +38,13 @@ command line measures, each in this process, the pieces the profile points at:
 - ``wakes``: the CPU one wake-up of a sleeping process costs, by how long it
   slept: a thread in ``time.sleep``, and an event loop (uvloop) in
   ``asyncio.sleep`` doing nothing else. What a lightly loaded server pays per
-  wake-up before its own work, and why its CPU per token rises as the load falls.
+  wake-up before its own work, and why its CPU per token rises as the load falls;
+- ``pool``: the upstream client with 500 idle keep-alive connections to the fake
+  upstream, and the CPU of the next request before and after they expire
+  (``idle_timeout`` of 1 s): what a request pays for the pool's expired connections.
 
-    python -m bench.streaming_costs store filter relay upstream hop statements turn runlog wakes
+    python -m bench.streaming_costs store filter relay upstream hop statements turn runlog
+    python -m bench.streaming_costs wakes pool
 """
 
 from __future__ import annotations
@@ -578,6 +582,42 @@ def bursts(replies: Path, gc_log: Path | None, target: str = "sse") -> None:
 WAKE_INTERVALS = (0.1, 0.02, 0.005, 0.001, 0.0)
 
 
+async def pool_costs(connections: int = 500, idle_timeout: float = 1.0) -> None:
+    """CPU of one request when the pool holds ``connections`` idle ones, fresh and expired."""
+    import orjson
+    from tests.fakes.openai_upstream import FakeOpenAIUpstream
+
+    from daehwa.llm.http import UpstreamClient
+
+    body = orjson.dumps(
+        {
+            "model": "scenario:text tokens=3 delay=0 ttft=0",
+            "stream": True,
+            "messages": [{"role": "user", "content": "안녕"}],
+        }
+    )
+
+    async def fetch(client: UpstreamClient) -> None:
+        async with await client.request("POST", "/v1/chat/completions", body=body) as response:
+            await response.read()
+
+    async with FakeOpenAIUpstream(record=0) as fake:
+        client = UpstreamClient(fake.base_url, idle_timeout=idle_timeout)
+        await asyncio.gather(*(fetch(client) for _ in range(connections)))
+        for label, wait in (("fresh", idle_timeout / 5), ("expired", idle_timeout * 1.5)):
+            await asyncio.sleep(wait)
+            idle = client.idle_connections
+            started, cpu = time.perf_counter(), time.process_time()
+            await fetch(client)
+            print(
+                f"pool: one request with {idle} idle connections ({label}, after {wait:g} s): "
+                f"{1000 * (time.process_time() - cpu):.2f} ms CPU, "
+                f"{1000 * (time.perf_counter() - started):.2f} ms wall",
+                flush=True,
+            )
+        await client.aclose()
+
+
 def wake_costs(seconds: float = 2.0) -> None:
     """CPU per wake-up of a process that sleeps ``interval`` between wake-ups."""
     import uvloop
@@ -609,7 +649,7 @@ def main() -> None:
         nargs="+",
         choices=[
             "store", "filter", "relay", "upstream", "hop", "statements", "turn", "runlog",
-            "bursts", "wakes", "profile",
+            "bursts", "wakes", "pool", "profile",
         ],
     )  # fmt: skip
     parser.add_argument("--file", help="profile: a py-spy raw file; bursts: a --replies file")
@@ -641,6 +681,8 @@ def main() -> None:
             bursts(Path(args.file), Path(args.gc) if args.gc else None)
         elif what == "wakes":
             wake_costs()
+        elif what == "pool":
+            uvloop.run(pool_costs())
         elif args.file:
             print(profile_summary(Path(args.file)))
 

@@ -140,8 +140,11 @@ def wants_event_stream(request: Request) -> bool:
 
 @router.post("/{conversation_id}/messages")
 async def send_message(conversation_id: str, request: Request, user: Caller) -> Response:
-    """One turn. Served by ``App`` straight from the server (see :func:`turn_target`);
-    the route is here for the OpenAPI schema and for apps that mount this router."""
+    """One turn, as JSON or as an SSE stream.
+
+    ``App`` serves it straight from the server (see :func:`turn_target`); the
+    route is here for the OpenAPI schema and for apps that mount this router.
+    """
     service = parts(request).service
     body = await read_json(request)
     if "content" not in body:

@@ -189,7 +189,11 @@ class UpstreamClient:
         now = loop.time()
         while self._idle:
             conn = self._idle.pop()
-            if conn.usable and now - conn.idle_since < self.idle_timeout:
+            if now - conn.idle_since >= self.idle_timeout:
+                # The newest has expired, so have the older ones: the pending sweep closes them.
+                conn.close()
+                break
+            if conn.usable:
                 return conn
             conn.close()
         try:

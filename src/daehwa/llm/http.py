@@ -38,6 +38,7 @@ __all__ = [
 USER_AGENT = "daehwa/0.1"
 # Expired idle connections closed per loop iteration: each close costs tens of µs.
 EXPIRE_BATCH = 32
+# A sweep timer may fire a little early: connections within this much of expiring go too.
 EXPIRY_SLACK = 0.01
 
 
@@ -243,7 +244,6 @@ class UpstreamClient:
         self._sweep = None
         idle = self._idle
         loop = asyncio.get_running_loop()
-        # A timer may fire a little early: what expires within the slack goes now.
         cutoff = loop.time() - self.idle_timeout + EXPIRY_SLACK
         count = 0
         while count < len(idle) and count < EXPIRE_BATCH and idle[count].idle_since <= cutoff:

@@ -97,8 +97,9 @@ class ChatSettings(Section):
     reply_queue_timeout: float = Field(1.0, ge=0)
     # Least seconds between two reads of a streaming HTTP upstream: what the model
     # says meanwhile goes out as one delta. The first token is never held; 0 relays
-    # every upstream chunk as it comes (docs/performance.md: what it saves).
-    delta_interval: float = Field(0.1, ge=0, le=1)
+    # every upstream chunk as it comes (docs/performance.md: what it saves and
+    # costs). The chat page reveals each delta over the time until the next.
+    delta_interval: float = Field(0.2, ge=0, le=1)
 
 
 class ResilienceSettings(Section):

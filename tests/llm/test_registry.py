@@ -112,8 +112,8 @@ def test_default_settings_build() -> None:
 
 def test_upstreams_are_paced_by_delta_interval() -> None:
     config = settings(demo={"provider": "scripted"})
-    assert ModelRegistry(config).clients.pace == 0.1, "the default"
+    assert ModelRegistry(config).clients.pace == 0.2, "the default"
     config.chat.delta_interval = 0.0
     assert ModelRegistry(config).clients.get("http://127.0.0.1:9/v1").pace == 0.0
-    config.chat.delta_interval = 0.2
-    assert ModelRegistry(config).clients.get("http://127.0.0.1:9/v1").pace == 0.2
+    config.chat.delta_interval = 0.1
+    assert ModelRegistry(config).clients.get("http://127.0.0.1:9/v1").pace == 0.1

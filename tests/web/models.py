@@ -37,6 +37,19 @@ SLOW_REPLY = (
     "스물하나 스물둘 스물셋 스물넷 스물다섯 스물여섯 스물일곱 스물여덟 스물아홉 서른. 끝."
 )
 
+# Streamed in these pieces, CHUNKY_DELAY seconds apart, as a paced upstream hands over
+# what the model said in the last interval; the second is long enough to grow the
+# reply by several lines on a phone.
+CHUNKY_TEXTS = (
+    "첫 번째 덩어리는 여러 낱말로 되어 있어서 좁은 화면에서는 몇 줄에 걸쳐 보입니다. ",
+    "두 번째 덩어리도 한꺼번에 도착하지만 화면에는 조금씩 나타나야 하고, "
+    "목록은 글이 늘어나는 동안 계속 맨 아래를 따라가야 합니다. " * 3,
+    "세 번째 덩어리가 마지막이며 답이 끝나면 남은 글자가 한 번에 모두 보입니다.",
+)
+CHUNKY_REPLY = "".join(CHUNKY_TEXTS)
+CHUNKY_PIECES = len(CHUNKY_TEXTS)
+CHUNKY_DELAY = 0.5
+
 MARKDOWN_REPLY = (
     "물론입니다! **파이썬**으로 리스트를 뒤집는 방법은 세 가지가 있습니다.\n\n"
     "| 방법 | 원본 변경 | 복사본 |\n|---|---|---|\n"
@@ -66,6 +79,8 @@ class PageModel:
             return XSS_REPLY
         if "천천히" in text:
             return SLOW_REPLY
+        if "덩어리" in text:
+            return CHUNKY_REPLY
         if "마크다운" in text:
             return MARKDOWN_REPLY
         return f"답: {text}"
@@ -74,6 +89,8 @@ class PageModel:
         reply = self.reply_for(text)
         if reply is XSS_REPLY:
             return [reply[i : i + 7] for i in range(0, len(reply), 7)]
+        if reply is CHUNKY_REPLY:
+            return list(CHUNKY_TEXTS)
         return split_tokens(reply)
 
     async def stream(
@@ -82,6 +99,8 @@ class PageModel:
         users = [m for m in messages if m.role is Role.USER]
         pieces = self.pieces(users[-1].content if users else "")
         delay = self.token_delay * (4 if pieces and pieces[0].startswith("천천히") else 1)
+        if pieces and pieces[0].startswith("첫 번째 덩어리"):
+            delay = CHUNKY_DELAY
         for piece in pieces:
             await asyncio.sleep(delay)
             yield Chunk(text=piece)

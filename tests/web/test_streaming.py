@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from tests.web.conftest import Visitor
-from tests.web.models import SLOW_REPLY
+from tests.web.models import CHUNKY_PIECES, CHUNKY_REPLY, CHUNKY_TEXTS, SLOW_REPLY
 from tests.web.pages import (
     reply_texts,
     send,
@@ -48,6 +50,64 @@ def test_send_streams_text_then_history_survives_reload(visitor: Visitor) -> Non
     assert user_texts(page) == ["천천히 세어 줘", "두 번째 질문"]
     assert reply_texts(page) == [SLOW_REPLY, "답: 두 번째 질문"]
     assert page.inner_text("#chat-title") == "천천히 세어 줘"
+
+
+# Records the last reply's text on every animation frame while it streams.
+_SAMPLE_FRAMES = """() => {
+    window.__shown = [];
+    const sample = () => {
+        const m = [...document.querySelectorAll('#message-list .message-assistant')].at(-1);
+        const text = m?.querySelector('.content')?.innerText ?? '';
+        if (m?.dataset.status === 'streaming' && text) window.__shown.push(text);
+        requestAnimationFrame(sample);
+    };
+    requestAnimationFrame(sample);
+}"""
+
+
+def _streamed_frames(page: Any, message: str) -> tuple[list[str], str]:
+    """The distinct texts the last reply showed while streaming, and its final text."""
+    page.evaluate(_SAMPLE_FRAMES)
+    send(page, message)
+    final = wait_reply(page)
+    shown = list(dict.fromkeys(str(t).rstrip() for t in page.evaluate("window.__shown")))
+    return shown, final
+
+
+def test_text_that_arrives_in_bursts_is_revealed_a_little_each_frame(visitor: Visitor) -> None:
+    # A paced upstream hands over a phrase at a time; the page spreads each one
+    # over the time until the next is due instead of showing it in one jump.
+    page = visitor.login()
+    shown, final = _streamed_frames(page, "덩어리로 답해 줘")
+    assert final == CHUNKY_REPLY
+    assert all(final.startswith(text) for text in shown), shown
+    assert len(shown) >= CHUNKY_PIECES + 5, shown
+    # The first piece shows whole at once: the first token is never held back.
+    assert shown[0] == CHUNKY_TEXTS[0].rstrip()
+
+
+def test_the_list_follows_a_reply_revealed_frame_by_frame(phone: Visitor) -> None:
+    page = phone.login()
+    for n in range(4):  # enough to scroll on a phone
+        send(page, f"스크롤 채우기 {n} " + "가나다라마바사 " * 12)
+        wait_reply(page)
+    send(page, "덩어리로 답해 줘")
+    assert wait_reply(page) == CHUNKY_REPLY
+    page.wait_for_timeout(100)  # the scroll follows a frame after the text
+    gap = page.evaluate(
+        "() => { const s = document.getElementById('messages');"
+        " return s.scrollHeight - s.scrollTop - s.clientHeight; }"
+    )
+    assert gap < 2
+
+
+def test_reduced_motion_shows_each_delta_at_once(visitor: Visitor) -> None:
+    page = visitor.login()
+    page.emulate_media(reduced_motion="reduce")
+    shown, final = _streamed_frames(page, "덩어리로 답해 줘")
+    assert final == CHUNKY_REPLY
+    assert all(final.startswith(text) for text in shown), shown
+    assert 1 <= len(shown) <= CHUNKY_PIECES, shown
 
 
 def test_token_usage_is_shown_on_demand(visitor: Visitor) -> None:

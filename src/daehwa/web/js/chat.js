@@ -104,7 +104,10 @@ export class Chat {
   }
 
   #view(message) {
-    return new MessageView(message, { onSuggestion: (text) => this.suggest(text) });
+    return new MessageView(message, {
+      onSuggestion: (text) => this.suggest(text),
+      keepPinned: (render) => this.#keepPinned(render),
+    });
   }
 
   #showHeader() {

@@ -16,9 +16,21 @@ const STATUS_LABELS = {
 
 const ROLE_LABELS = { user: "나", assistant: "AI", tool: "도구", system: "시스템" };
 
+// The server sends what the model said in the last `[chat] delta_interval` as one
+// delta. A streaming reply shows each delta's text over about the time until the
+// next one is due (a running average of the gaps, at most REVEAL_MAX_MS), so it
+// flows instead of jumping a phrase at a time; by then all that has arrived is shown.
+const REVEAL_MAX_MS = 400;
+const REVEAL_MIN_MS = 16;
+const reducedMotion = () => window.matchMedia?.("(prefers-reduced-motion: reduce)").matches ?? false;
+
 /** A message in the list. Assistant text is markdown; user text is shown as typed. */
 export class MessageView {
-  constructor(message, { onSuggestion = () => {} } = {}) {
+  /**
+   * `keepPinned(render)` runs each render of the text; the list passes one that keeps
+   * itself scrolled to the end if it was, as the text grows frame by frame.
+   */
+  constructor(message, { onSuggestion = () => {}, keepPinned = (render) => render() } = {}) {
     this.id = message.id ?? "";
     this.role = message.role;
     this.text = message.content ?? "";
@@ -27,8 +39,13 @@ export class MessageView {
     this.model = message.model ?? "";
     this.createdAt = message.created_at ?? new Date().toISOString();
     this.onSuggestion = onSuggestion;
+    this.keepPinned = keepPinned;
     this.errorText = "";
     this.renderQueued = false;
+    this.shown = this.text.length; // how much of `text` is on the screen
+    this.lastArrival = 0; // performance.now() of the last delta
+    this.gap = 0; // the usual time between deltas, in ms (0: not known yet)
+    this.lastFrame = 0; // the animation frame that last revealed text
 
     this.body = el("div", { class: "content" });
     this.badge = el("span", { class: "badge", hidden: true });
@@ -55,17 +72,29 @@ export class MessageView {
   /** Start over (a resumed reply replays from its first event). */
   reset() {
     this.text = "";
+    this.shown = 0;
+    this.lastArrival = 0;
+    this.gap = 0;
+    this.lastFrame = 0;
     this.extras.replaceChildren();
     this.#scheduleText();
   }
 
   append(text) {
+    if (!text) return;
+    const now = performance.now();
+    if (this.lastArrival) {
+      const gap = Math.min(Math.max(now - this.lastArrival, REVEAL_MIN_MS), REVEAL_MAX_MS);
+      this.gap = this.gap ? (this.gap + gap) / 2 : gap;
+    }
+    this.lastArrival = now;
     this.text += text;
     this.#scheduleText();
   }
 
   setStatus(status) {
     this.status = status;
+    if (status !== "streaming" && this.shown < this.text.length) this.#scheduleText();
     this.#renderMeta();
   }
 
@@ -109,10 +138,34 @@ export class MessageView {
     // Many deltas per frame are common: render at most once per animation frame.
     if (this.renderQueued) return;
     this.renderQueued = true;
-    requestAnimationFrame(() => {
+    requestAnimationFrame((now) => {
       this.renderQueued = false;
-      this.#renderText();
+      this.#reveal(now);
+      this.keepPinned(() => this.#renderText());
+      if (this.shown < this.text.length) this.#scheduleText();
     });
+  }
+
+  /** Move `shown` towards the end of the text that has arrived. */
+  #reveal(now) {
+    const end = this.text.length;
+    const smooth = this.status === "streaming" && this.gap > 0 && !reducedMotion();
+    const left = this.lastArrival + this.gap - now; // until the next delta is due
+    if (!smooth || left <= REVEAL_MIN_MS || this.shown >= end) {
+      this.shown = end;
+      this.lastFrame = 0;
+      return;
+    }
+    // A frame's share of the text left; after a pause, as if one frame had passed.
+    const since = this.lastFrame ? now - this.lastFrame : REVEAL_MIN_MS;
+    const frame = Math.min(since, 3 * REVEAL_MIN_MS, left);
+    this.lastFrame = now;
+    let shown = this.shown + Math.max(1, Math.round(((end - this.shown) * frame) / left));
+    // Never split a surrogate pair (emoji and other characters outside the BMP).
+    const code = this.text.charCodeAt(shown - 1);
+    if (code >= 0xd800 && code <= 0xdbff) shown += 1;
+    this.shown = Math.min(shown, end);
+    if (this.shown === end) this.lastFrame = 0;
   }
 
   #renderText() {
@@ -122,7 +175,8 @@ export class MessageView {
       );
     } else if (this.role === "assistant") {
       this.body.classList.add("markdown");
-      this.body.replaceChildren(renderMarkdown(this.text));
+      const text = this.shown < this.text.length ? this.text.slice(0, this.shown) : this.text;
+      this.body.replaceChildren(renderMarkdown(text));
     } else {
       this.body.textContent = this.text;
     }

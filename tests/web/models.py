@@ -99,7 +99,7 @@ class PageModel:
         users = [m for m in messages if m.role is Role.USER]
         pieces = self.pieces(users[-1].content if users else "")
         delay = self.token_delay * (4 if pieces and pieces[0].startswith("천천히") else 1)
-        if pieces and pieces[0].startswith("첫 번째 덩어리"):
+        if tuple(pieces) == CHUNKY_TEXTS:
             delay = CHUNKY_DELAY
         for piece in pieces:
             await asyncio.sleep(delay)

@@ -42,10 +42,7 @@ export class MessageView {
     this.keepPinned = keepPinned;
     this.errorText = "";
     this.renderQueued = false;
-    this.shown = this.text.length; // how much of `text` is on the screen
-    this.lastArrival = 0; // performance.now() of the last delta
-    this.gap = 0; // the usual time between deltas, in ms (0: not known yet)
-    this.lastFrame = 0; // the animation frame that last revealed text
+    this.#restartReveal(this.text.length);
 
     this.body = el("div", { class: "content" });
     this.badge = el("span", { class: "badge", hidden: true });
@@ -72,10 +69,7 @@ export class MessageView {
   /** Start over (a resumed reply replays from its first event). */
   reset() {
     this.text = "";
-    this.shown = 0;
-    this.lastArrival = 0;
-    this.gap = 0;
-    this.lastFrame = 0;
+    this.#restartReveal(0);
     this.extras.replaceChildren();
     this.#scheduleText();
   }
@@ -146,6 +140,13 @@ export class MessageView {
     });
   }
 
+  #restartReveal(shown) {
+    this.shown = shown; // how much of `text` is on the screen
+    this.lastArrival = 0; // performance.now() of the last delta
+    this.gap = 0; // the usual time between deltas, in ms (0: not known yet)
+    this.lastFrame = 0; // the animation frame that last revealed text
+  }
+
   /** Move `shown` towards the end of the text that has arrived. */
   #reveal(now) {
     const end = this.text.length;
@@ -175,8 +176,7 @@ export class MessageView {
       );
     } else if (this.role === "assistant") {
       this.body.classList.add("markdown");
-      const text = this.shown < this.text.length ? this.text.slice(0, this.shown) : this.text;
-      this.body.replaceChildren(renderMarkdown(text));
+      this.body.replaceChildren(renderMarkdown(this.text.slice(0, this.shown)));
     } else {
       this.body.textContent = this.text;
     }

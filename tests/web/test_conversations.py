@@ -67,6 +67,8 @@ def test_rename_and_delete(visitor: Visitor) -> None:
     page.fill("#rename-input", "바뀐 이름")
     page.press("#rename-input", "Enter")
     page.wait_for_selector("#rename-dialog:not([open])", state="attached")
+    # The list is drawn again once the dialog's `close` event has fired, a task later.
+    page.wait_for_selector("#conversation-list .conv-title:text-is('바뀐 이름')")
     assert "바뀐 이름" in conversation_titles(page)
 
     page.click(f"#conversation-list li[data-id='{doomed}'] .conv-open")
